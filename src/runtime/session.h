@@ -1,0 +1,61 @@
+// Session: a loaded, validated ONNX graph ready to execute.
+//
+//   SessionOptions opts;  opts.intra_op_threads = 2;
+//   IM_ASSIGN_OR_RETURN(auto session, Session::Load("model.onnx", opts));
+//   IM_ASSIGN_OR_RETURN(std::vector<Tensor> out,
+//                       session->Run({{"input_ids", ids}, {"attention_mask", mask}}));
+//
+// Load() parses the model, checks opsets, sorts the graph (rejecting cycles),
+// creates one kernel per node (rejecting unsupported operators, attributes and
+// data types with the node's name), infers data types, folds constants and
+// computes each value's last use so the executor can recycle buffers.
+// Run() is thread-safe: concurrent calls use separate value tables.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/status.h"
+#include "runtime/tensor.h"
+
+namespace infermesh::runtime {
+
+struct SessionOptions {
+  int intra_op_threads = 0;  // 0 = all cores
+};
+
+// A graph input or output as declared by the model.
+struct ValueInfo {
+  std::string name;
+  DataType dtype = DataType::kUndefined;
+  // -1 for a dynamic dimension; dim_params holds its symbolic name ("" if none).
+  Shape shape;
+  std::vector<std::string> dim_params;
+  bool has_shape = false;  // false when the model declares no shape at all
+};
+
+class Session {
+ public:
+  virtual ~Session() = default;
+
+  static Result<std::unique_ptr<Session>> Load(const std::string& path,
+                                               const SessionOptions& options = {});
+  // base_dir resolves external-data files.
+  static Result<std::unique_ptr<Session>> LoadFromBytes(std::string_view bytes,
+                                                        const std::string& base_dir,
+                                                        const SessionOptions& options = {});
+
+  virtual const std::vector<ValueInfo>& inputs() const = 0;
+  virtual const std::vector<ValueInfo>& outputs() const = 0;
+
+  // Runs the graph. Inputs are matched by name; each is checked against the
+  // declared data type, rank and static dimensions. Returns the graph outputs in
+  // declaration order.
+  virtual Result<std::vector<Tensor>> Run(
+      const std::vector<std::pair<std::string, Tensor>>& inputs) const = 0;
+};
+
+}  // namespace infermesh::runtime
