@@ -1,0 +1,8 @@
+// Elementwise operator family: see RegisterKernels in runtime/kernel.h.
+#include "runtime/kernel.h"
+
+namespace infermesh::runtime {
+
+void RegisterElementwiseKernels(KernelRegistry& r) { (void)r; }
+
+}  // namespace infermesh::runtime

@@ -1,0 +1,8 @@
+// Math operator family: see RegisterKernels in runtime/kernel.h.
+#include "runtime/kernel.h"
+
+namespace infermesh::runtime {
+
+void RegisterMathKernels(KernelRegistry& r) { (void)r; }
+
+}  // namespace infermesh::runtime
