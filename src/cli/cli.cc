@@ -3,17 +3,21 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
+#include "cli/conformance.h"
+
 namespace infermesh::cli {
 
 int Main(int argc, char** argv) {
   CLI::App app{"infermesh: an inference mesh for ONNX models and text-embedding encoders"};
   app.require_subcommand(1);
+  int exit_code = 0;
+  AddConformanceCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  return 0;
+  return exit_code;
 }
 
 }  // namespace infermesh::cli

@@ -1,0 +1,415 @@
+#include "runtime/session.h"
+
+#include <google/protobuf/io/coded_stream.h>
+#include <onnx/onnx_pb.h>
+
+#include <filesystem>
+#include <fstream>
+#include <unordered_map>
+
+#include "runtime/kernel.h"
+#include "runtime/memory_pool.h"
+#include "runtime/onnx_tensor.h"
+#include "runtime/parallel.h"
+
+namespace infermesh::runtime {
+namespace {
+
+// The default-domain opsets we load. Kernels are written against 11..17; older
+// and slightly newer models load when every node's kernel covers its version.
+constexpr int kMinOpset = 1;
+constexpr int kMaxOpset = 18;
+// Cached freed buffers per session; beyond this they return to the system.
+constexpr size_t kPoolBytes = size_t{1} << 30;
+
+struct PlannedNode {
+  std::string name;
+  std::string op_type;
+  std::unique_ptr<Kernel> kernel;
+  std::vector<int> inputs;   // value ids; -1 for omitted optional inputs
+  std::vector<int> outputs;  // value ids; -1 for omitted outputs
+  std::vector<int> release;  // values whose last use is this node
+};
+
+class GraphSession final : public Session {
+ public:
+  const std::vector<ValueInfo>& inputs() const override { return inputs_; }
+  const std::vector<ValueInfo>& outputs() const override { return outputs_; }
+  Result<std::vector<Tensor>> Run(
+      const std::vector<std::pair<std::string, Tensor>>& inputs) const override;
+
+  Status Build(const onnx::ModelProto& model, const std::string& base_dir,
+               const SessionOptions& options);
+
+ private:
+  int ValueId(const std::string& name) {
+    auto [it, inserted] = value_ids_.emplace(name, static_cast<int>(value_names_.size()));
+    if (inserted) {
+      value_names_.push_back(name);
+      value_types_.push_back(DataType::kUndefined);
+      constants_.emplace_back();
+    }
+    return it->second;
+  }
+  Status CheckInput(const ValueInfo& info, const Tensor& t) const;
+
+  std::vector<ValueInfo> inputs_;
+  std::vector<ValueInfo> outputs_;
+  std::vector<int> input_ids_;
+  std::vector<int> output_ids_;
+  std::unordered_map<std::string, int> value_ids_;
+  std::vector<std::string> value_names_;
+  std::vector<DataType> value_types_;
+  std::vector<std::optional<Tensor>> constants_;
+  std::vector<PlannedNode> nodes_;
+  std::unique_ptr<IntraOpPool> pool_;
+  std::shared_ptr<BufferPool> buffers_;
+};
+
+ValueInfo ToValueInfo(const onnx::ValueInfoProto& v) {
+  ValueInfo info;
+  info.name = v.name();
+  if (v.type().has_tensor_type()) {
+    const auto& tt = v.type().tensor_type();
+    info.dtype = static_cast<DataType>(tt.elem_type());
+    if (tt.has_shape()) {
+      info.has_shape = true;
+      for (const auto& d : tt.shape().dim()) {
+        info.shape.push_back(d.has_dim_value() ? d.dim_value() : -1);
+        info.dim_params.push_back(d.has_dim_param() ? d.dim_param() : "");
+      }
+    }
+  }
+  return info;
+}
+
+// Kahn's algorithm over value dependencies; fails on cycles or undefined inputs.
+Result<std::vector<int>> TopologicalOrder(const onnx::GraphProto& graph,
+                                          const std::unordered_map<std::string, bool>& known) {
+  const int n = graph.node_size();
+  std::unordered_map<std::string, int> producer;
+  for (int i = 0; i < n; ++i) {
+    for (const auto& out : graph.node(i).output()) {
+      if (out.empty()) continue;
+      if (known.count(out) || !producer.emplace(out, i).second) {
+        return InvalidArgument("value '" + out + "' is produced more than once (node '" +
+                               graph.node(i).name() + "')");
+      }
+    }
+  }
+  std::vector<int> indegree(n, 0);
+  std::vector<std::vector<int>> consumers(n);
+  for (int i = 0; i < n; ++i) {
+    for (const auto& in : graph.node(i).input()) {
+      if (in.empty() || known.count(in)) continue;
+      auto it = producer.find(in);
+      if (it == producer.end()) {
+        return InvalidArgument("node '" + graph.node(i).name() + "' (" + graph.node(i).op_type() +
+                               ") reads undefined value '" + in + "'");
+      }
+      ++indegree[i];
+      consumers[it->second].push_back(i);
+    }
+  }
+  std::vector<int> order;
+  order.reserve(n);
+  std::vector<int> ready;
+  for (int i = n - 1; i >= 0; --i) {
+    if (indegree[i] == 0) ready.push_back(i);
+  }
+  while (!ready.empty()) {
+    int i = ready.back();
+    ready.pop_back();
+    order.push_back(i);
+    for (int c : consumers[i]) {
+      if (--indegree[c] == 0) ready.push_back(c);
+    }
+  }
+  if (static_cast<int>(order.size()) != n) {
+    for (int i = 0; i < n; ++i) {
+      if (indegree[i] > 0) {
+        return InvalidArgument("graph has a cycle through node '" + graph.node(i).name() + "' (" +
+                               graph.node(i).op_type() + ")");
+      }
+    }
+  }
+  return order;
+}
+
+std::string NodeLabel(const onnx::NodeProto& node, int index) {
+  return node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
+}
+
+}  // namespace
+
+Status GraphSession::Build(const onnx::ModelProto& model, const std::string& base_dir,
+                           const SessionOptions& options) {
+  if (!model.has_graph()) return InvalidArgument("model has no graph");
+  std::unordered_map<std::string, int> opsets;
+  for (const auto& op : model.opset_import()) {
+    std::string domain = op.domain() == "ai.onnx" ? "" : op.domain();
+    opsets[domain] = static_cast<int>(op.version());
+  }
+  if (model.opset_import_size() == 0) opsets[""] = 1;  // IR < 3 models
+  if (opsets.count("")) {
+    int v = opsets[""];
+    if (v < kMinOpset || v > kMaxOpset) {
+      return Unimplemented("model uses opset " + std::to_string(v) + "; supported are " +
+                           std::to_string(kMinOpset) + ".." + std::to_string(kMaxOpset));
+    }
+  }
+  const auto& graph = model.graph();
+
+  pool_ = MakeIntraOpPool(options.intra_op_threads);
+  buffers_ = BufferPool::Create(kPoolBytes);
+
+  // Initializers are constants. A graph input with the same name is an
+  // overridable default in ONNX; we treat it as the constant and do not list it.
+  std::unordered_map<std::string, bool> known;
+  for (const auto& init : graph.initializer()) {
+    Result<Tensor> t = TensorFromProto(init, base_dir);
+    if (!t.ok()) return t.status().WithContext("initializer '" + init.name() + "'");
+    int id = ValueId(init.name());
+    value_types_[id] = t->dtype();
+    constants_[id] = std::move(t).value();
+    known[init.name()] = true;
+  }
+  for (const auto& in : graph.input()) {
+    if (known.count(in.name())) continue;
+    ValueInfo info = ToValueInfo(in);
+    if (!in.type().has_tensor_type()) {
+      return Unimplemented("graph input '" + in.name() + "' is not a tensor");
+    }
+    if (!IsSupportedStorageType(info.dtype)) {
+      return Unimplemented("graph input '" + in.name() + "' has unsupported data type " +
+                           DataTypeName(info.dtype));
+    }
+    int id = ValueId(in.name());
+    value_types_[id] = info.dtype;
+    input_ids_.push_back(id);
+    inputs_.push_back(std::move(info));
+    known[in.name()] = true;
+  }
+
+  IM_ASSIGN_OR_RETURN(std::vector<int> order, TopologicalOrder(graph, known));
+
+  const KernelRegistry& registry = KernelRegistry::Global();
+  for (int index : order) {
+    const onnx::NodeProto& proto = graph.node(index);
+    NodeInfo info(&proto);
+    info.name = NodeLabel(proto, index);
+    info.op_type = proto.op_type();
+    info.domain = proto.domain() == "ai.onnx" ? "" : proto.domain();
+    auto opset_it = opsets.find(info.domain);
+    if (opset_it == opsets.end()) {
+      return Unimplemented("node '" + info.name + "' (" + info.op_type + "): domain '" +
+                           info.domain + "' is not imported by the model");
+    }
+    info.opset = opset_it->second;
+    info.num_outputs = static_cast<size_t>(proto.output_size());
+    PlannedNode planned;
+    planned.name = info.name;
+    planned.op_type = info.op_type;
+    bool all_const = true;
+    for (const auto& in : proto.input()) {
+      if (in.empty()) {
+        info.input_types.push_back(DataType::kUndefined);
+        info.const_inputs.emplace_back();
+        planned.inputs.push_back(-1);
+        continue;
+      }
+      int id = value_ids_.at(in);
+      info.input_types.push_back(value_types_[id]);
+      info.const_inputs.push_back(constants_[id]);
+      if (!constants_[id]) all_const = false;
+      planned.inputs.push_back(id);
+    }
+    const KernelFactory* factory = registry.Find(info.domain, info.op_type, info.opset);
+    if (factory == nullptr) {
+      return Unimplemented("node '" + info.name + "' (" + info.op_type + "): operator " +
+                           (info.domain.empty() ? "" : info.domain + ".") + info.op_type +
+                           " is not supported at opset " + std::to_string(info.opset));
+    }
+    Result<KernelInit> init = (*factory)(info);
+    if (!init.ok()) return init.status();
+    if (init->output_types.size() < info.num_outputs) {
+      return Internal("node '" + info.name + "' (" + info.op_type + "): kernel declared " +
+                      std::to_string(init->output_types.size()) + " output types for " +
+                      std::to_string(info.num_outputs) + " outputs");
+    }
+    for (size_t o = 0; o < info.num_outputs; ++o) {
+      const std::string& out = proto.output(static_cast<int>(o));
+      if (out.empty()) {
+        planned.outputs.push_back(-1);
+        continue;
+      }
+      int id = ValueId(out);
+      value_types_[id] = init->output_types[o];
+      planned.outputs.push_back(id);
+    }
+    planned.kernel = std::move(init->kernel);
+
+    // Constant folding: a node whose inputs are all known at load runs now.
+    if (all_const) {
+      std::vector<const Tensor*> ins;
+      for (int id : planned.inputs) ins.push_back(id < 0 ? nullptr : &*constants_[id]);
+      KernelContext ctx(
+          std::move(ins), planned.outputs.size(),
+          [](DataType d, const Shape& s) { return Tensor::Empty(d, s); }, pool_.get());
+      Status s = planned.kernel->Run(ctx);
+      if (!s.ok()) return s.WithContext("while folding constants");
+      for (size_t o = 0; o < planned.outputs.size(); ++o) {
+        if (planned.outputs[o] >= 0) constants_[planned.outputs[o]] = ctx.outputs()[o];
+      }
+      continue;
+    }
+    nodes_.push_back(std::move(planned));
+  }
+
+  for (const auto& out : graph.output()) {
+    auto it = value_ids_.find(out.name());
+    if (it == value_ids_.end()) {
+      return InvalidArgument("graph output '" + out.name() + "' is never produced");
+    }
+    ValueInfo info = ToValueInfo(out);
+    info.dtype = value_types_[it->second];
+    output_ids_.push_back(it->second);
+    outputs_.push_back(std::move(info));
+  }
+
+  // Memory plan: each value is released after the last node that reads it.
+  std::vector<int> last_use(value_names_.size(), -1);
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    for (int id : nodes_[i].inputs) {
+      if (id >= 0) last_use[id] = static_cast<int>(i);
+    }
+    for (int id : nodes_[i].outputs) {
+      if (id >= 0 && last_use[id] < static_cast<int>(i)) last_use[id] = static_cast<int>(i);
+    }
+  }
+  for (int id : output_ids_) last_use[id] = -1;  // graph outputs live to the end
+  for (size_t v = 0; v < last_use.size(); ++v) {
+    if (last_use[v] >= 0 && !constants_[v]) nodes_[last_use[v]].release.push_back(int(v));
+  }
+  return OkStatus();
+}
+
+Status GraphSession::CheckInput(const ValueInfo& info, const Tensor& t) const {
+  if (t.dtype() != info.dtype) {
+    return InvalidArgument("input '" + info.name + "' must be " + DataTypeName(info.dtype) +
+                           ", got " + DataTypeName(t.dtype()));
+  }
+  if (!info.has_shape) return OkStatus();
+  if (t.rank() != info.shape.size()) {
+    return InvalidArgument("input '" + info.name + "' must have rank " +
+                           std::to_string(info.shape.size()) + ", got shape " +
+                           ShapeToString(t.shape()));
+  }
+  for (size_t i = 0; i < info.shape.size(); ++i) {
+    if (info.shape[i] >= 0 && info.shape[i] != t.dim(i)) {
+      return InvalidArgument("input '" + info.name + "' dimension " + std::to_string(i) +
+                             " must be " + std::to_string(info.shape[i]) + ", got shape " +
+                             ShapeToString(t.shape()));
+    }
+  }
+  return OkStatus();
+}
+
+Result<std::vector<Tensor>> GraphSession::Run(
+    const std::vector<std::pair<std::string, Tensor>>& inputs) const {
+  std::vector<Tensor> values(value_names_.size());
+  std::vector<bool> provided(inputs_.size(), false);
+  for (const auto& [name, tensor] : inputs) {
+    size_t k = 0;
+    while (k < inputs_.size() && inputs_[k].name != name) ++k;
+    if (k == inputs_.size()) {
+      std::string expected;
+      for (const auto& in : inputs_) expected += (expected.empty() ? "" : ", ") + in.name;
+      return InvalidArgument("unknown input '" + name + "'; the model expects: " + expected);
+    }
+    if (!tensor.defined()) return InvalidArgument("input '" + name + "' is empty");
+    IM_RETURN_IF_ERROR(CheckInput(inputs_[k], tensor));
+    values[input_ids_[k]] = tensor;
+    provided[k] = true;
+  }
+  for (size_t k = 0; k < inputs_.size(); ++k) {
+    if (!provided[k]) return InvalidArgument("missing input '" + inputs_[k].name + "'");
+  }
+
+  auto alloc = [pool = buffers_](DataType d, const Shape& s) { return pool->AllocateTensor(d, s); };
+  for (const PlannedNode& node : nodes_) {
+    std::vector<const Tensor*> ins;
+    ins.reserve(node.inputs.size());
+    for (int id : node.inputs) {
+      if (id < 0) {
+        ins.push_back(nullptr);
+      } else if (constants_[id]) {
+        ins.push_back(&*constants_[id]);
+      } else {
+        ins.push_back(&values[id]);
+      }
+    }
+    KernelContext ctx(std::move(ins), node.outputs.size(), alloc, pool_.get());
+    Status s = node.kernel->Run(ctx);
+    if (!s.ok()) {
+      if (s.message().find(node.name) != std::string::npos) return s;
+      return s.WithContext("node '" + node.name + "' (" + node.op_type + ")");
+    }
+    for (size_t o = 0; o < node.outputs.size(); ++o) {
+      int id = node.outputs[o];
+      if (id < 0) continue;
+      Tensor& out = ctx.outputs()[o];
+      if (!out.defined() || out.dtype() != value_types_[id]) {
+        return Internal("node '" + node.name + "' (" + node.op_type + ") produced " +
+                        (out.defined() ? out.DebugString() : "nothing") + " for output '" +
+                        value_names_[id] + "', expected " + DataTypeName(value_types_[id]));
+      }
+      values[id] = std::move(out);
+    }
+    for (int id : node.release) values[id] = Tensor();
+  }
+
+  std::vector<Tensor> outputs;
+  outputs.reserve(output_ids_.size());
+  for (int id : output_ids_) {
+    outputs.push_back(constants_[id] ? *constants_[id] : values[id]);
+  }
+  return outputs;
+}
+
+Result<std::unique_ptr<Session>> Session::LoadFromBytes(std::string_view bytes,
+                                                        const std::string& base_dir,
+                                                        const SessionOptions& options) {
+  onnx::ModelProto model;
+  google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                static_cast<int>(bytes.size()));
+  stream.SetTotalBytesLimit(INT32_MAX);
+  if (bytes.empty() || !model.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
+    return InvalidArgument("not a valid ONNX model (protobuf parse failed)");
+  }
+  auto session = std::make_unique<GraphSession>();
+  IM_RETURN_IF_ERROR(session->Build(model, base_dir, options));
+  return std::unique_ptr<Session>(std::move(session));
+}
+
+Result<std::unique_ptr<Session>> Session::Load(const std::string& path,
+                                               const SessionOptions& options) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return NotFound("model file '" + path + "' does not exist");
+  }
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec || size > static_cast<uintmax_t>(INT32_MAX)) {
+    return InvalidArgument("model file '" + path + "' is larger than 2 GiB; use external data");
+  }
+  std::ifstream f(path, std::ios::binary);
+  std::string bytes(size, '\0');
+  f.read(bytes.data(), static_cast<std::streamsize>(size));
+  if (!f) return DataLoss("short read from '" + path + "'");
+  auto dir = std::filesystem::path(path).parent_path().string();
+  auto s = LoadFromBytes(bytes, dir, options);
+  if (!s.ok()) return s.status().WithContext(path);
+  return s;
+}
+
+}  // namespace infermesh::runtime
