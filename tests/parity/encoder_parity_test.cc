@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -57,6 +58,10 @@ Result<std::unique_ptr<Session>> LoadModel(const std::string& path) {
   SessionOptions options;
   options.intra_op_threads = 2;
   return Session::Load(path, options);
+}
+
+double MillisecondsSince(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
 std::vector<fs::path> DataSets(const fs::path& model_dir) {
@@ -122,8 +127,10 @@ TEST_P(EncoderParity, MatchesPyTorchAndOnnxRuntime) {
   const fs::path model = fs::path(FixtureDir()) / GetParam().model_path;
   ASSERT_TRUE(fs::exists(model)) << model << " is missing; run tests/fixtures/make_encoders.py"
                                  << " --out " << FixtureDir();
+  auto t0 = std::chrono::steady_clock::now();
   auto session = LoadModel(model.string());
   ASSERT_TRUE(session.ok()) << "Session::Load(" << model << "): " << session.status().ToString();
+  std::printf("  load: %.0f ms\n", MillisecondsSince(t0));
   const auto& declared = (*session)->inputs();
 
   const auto sets = DataSets(model.parent_path());
@@ -139,8 +146,10 @@ TEST_P(EncoderParity, MatchesPyTorchAndOnnxRuntime) {
       ASSERT_TRUE(tensor.ok()) << file << ": " << tensor.status().ToString();
       feeds.emplace_back(declared[k].name, std::move(tensor).value());
     }
+    t0 = std::chrono::steady_clock::now();
     auto outputs = (*session)->Run(feeds);
     ASSERT_TRUE(outputs.ok()) << "Run: " << outputs.status().ToString();
+    std::printf("  %s run: %.0f ms\n", set.filename().c_str(), MillisecondsSince(t0));
     ASSERT_EQ(outputs->size(), (*session)->outputs().size());
 
     for (size_t k = 0; k < outputs->size(); ++k) {
