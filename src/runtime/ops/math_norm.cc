@@ -98,12 +98,14 @@ class LayerNormKernel final : public Kernel {
         const double inv = 1.0 / std::sqrt(var + eps);
         if (mean_out) mean_out[o] = static_cast<float>(mean);
         if (inv_out) inv_out[o] = static_cast<float>(inv);
-        const float fmean = static_cast<float>(mean);
-        const float finv = static_cast<float>(inv);
+        // Centre in double: with a large mean, float32 (x - mean) loses the digits
+        // that carry the signal.
         if (b != nullptr) {
-          for (int64_t i = 0; i < n; ++i) out[i] = (row[i] - fmean) * finv * s[i] + b[i];
+          for (int64_t i = 0; i < n; ++i) {
+            out[i] = static_cast<float>((row[i] - mean) * inv) * s[i] + b[i];
+          }
         } else {
-          for (int64_t i = 0; i < n; ++i) out[i] = (row[i] - fmean) * finv * s[i];
+          for (int64_t i = 0; i < n; ++i) out[i] = static_cast<float>((row[i] - mean) * inv) * s[i];
         }
       }
     });
