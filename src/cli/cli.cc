@@ -3,7 +3,7 @@
 #include <CLI/CLI.hpp>
 #include <iostream>
 
-#include "cli/conformance.h"
+#include "cli/commands.h"
 
 namespace infermesh::cli {
 
@@ -12,6 +12,8 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
   int exit_code = 0;
   AddConformanceCommand(app, exit_code);
+  AddRunCommand(app, exit_code);
+  AddEmbedCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,4 +1,4 @@
-#include "cli/conformance.h"
+#include "cli/commands.h"
 
 #include <onnx/onnx_pb.h>
 

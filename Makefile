@@ -1,0 +1,47 @@
+# infermesh: the two commands a user needs are `make run` and `make test`.
+# Everything else is a building block of those two.
+SHELL := /bin/bash
+PRESET ?= release
+BUILD := build/$(PRESET)
+JOBS ?= $(shell nproc)
+BIN := $(BUILD)/apps/infermesh/infermesh
+
+.PHONY: all deps configure build test run conformance bench format format-check fuzz-build clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+configure: deps
+	@cmake --preset $(PRESET) >/dev/null
+
+build: configure
+	@cmake --build --preset $(PRESET) -j $(JOBS)
+
+# Every test: format check, unit, parity, conformance (the passing set), fuzz smoke.
+test: build format-check fuzz-build
+	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+	@scripts/run-fuzzers.sh 20
+
+run: build
+	@scripts/run.sh $(BIN)
+
+conformance: build
+	@$(BIN) conformance --json bench/results/conformance.json
+
+bench: build
+	@echo "benchmarks arrive with the runtime-speed issue (bench/)"
+
+format:
+	@git ls-files '*.cc' '*.h' '*.cpp' | xargs clang-format -i
+
+format-check:
+	@scripts/check-format.sh
+
+# libFuzzer targets need clang; built in their own preset and run briefly by ctest.
+fuzz-build: deps
+	@cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j $(JOBS) --target fuzzers
+
+clean:
+	@rm -rf build

@@ -1,0 +1,275 @@
+#include "runtime/model.h"
+
+#include <boost/json.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+namespace infermesh::runtime {
+namespace {
+
+namespace fs = std::filesystem;
+
+Result<boost::json::value> ReadJson(const fs::path& path) {
+  std::ifstream f(path);
+  if (!f) return NotFound("cannot read " + path.string());
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec) return InvalidArgument(path.string() + " is not valid JSON: " + ec.message());
+  return v;
+}
+
+bool JsonBool(const boost::json::object& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->value().is_bool() && it->value().as_bool();
+}
+
+}  // namespace
+
+std::string PoolingName(Pooling p) {
+  switch (p) {
+    case Pooling::kCls:
+      return "cls";
+    case Pooling::kMean:
+      return "mean";
+    case Pooling::kLastToken:
+      return "last_token";
+  }
+  return "cls";
+}
+
+void NormalizeRows(Tensor& t) {
+  int64_t n = t.dim(0), d = t.dim(1);
+  float* p = t.data<float>();
+  for (int64_t i = 0; i < n; ++i) {
+    double sum = 0;
+    for (int64_t j = 0; j < d; ++j) sum += double(p[i * d + j]) * p[i * d + j];
+    double norm = std::sqrt(sum);
+    if (norm < 1e-12) continue;
+    float inv = static_cast<float>(1.0 / norm);
+    for (int64_t j = 0; j < d; ++j) p[i * d + j] *= inv;
+  }
+}
+
+Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& dir,
+                                                             const SessionOptions& options) {
+  fs::path root(dir);
+  if (!fs::is_directory(root)) return NotFound("model directory '" + dir + "' does not exist");
+  auto model = std::unique_ptr<EmbeddingModel>(new EmbeddingModel());
+
+  fs::path onnx_path = root / "model.onnx";
+  if (!fs::exists(onnx_path)) onnx_path = root / "onnx" / "model.onnx";
+  if (!fs::exists(onnx_path)) {
+    return NotFound("no model.onnx or onnx/model.onnx in '" + dir + "'");
+  }
+
+  if (fs::exists(root / "tokenizer.json")) {
+    IM_ASSIGN_OR_RETURN(model->tokenizer_,
+                        Tokenizer::FromJsonFile((root / "tokenizer.json").string()));
+  } else if (fs::exists(root / "vocab.txt")) {
+    bool lowercase = true;
+    if (fs::exists(root / "tokenizer_config.json")) {
+      IM_ASSIGN_OR_RETURN(auto cfg, ReadJson(root / "tokenizer_config.json"));
+      if (cfg.is_object()) {
+        auto it = cfg.as_object().find("do_lower_case");
+        if (it != cfg.as_object().end() && it->value().is_bool()) lowercase = it->value().as_bool();
+      }
+    }
+    IM_ASSIGN_OR_RETURN(model->tokenizer_,
+                        Tokenizer::FromVocabTxt((root / "vocab.txt").string(), lowercase));
+  } else {
+    return NotFound("no tokenizer.json or vocab.txt in '" + dir + "'");
+  }
+
+  if (fs::exists(root / "config.json")) {
+    IM_ASSIGN_OR_RETURN(auto cfg, ReadJson(root / "config.json"));
+    if (cfg.is_object()) {
+      const auto& o = cfg.as_object();
+      auto it = o.find("max_position_embeddings");
+      if (it != o.end() && it->value().is_int64()) {
+        int64_t m = it->value().as_int64();
+        // RoBERTa-family position ids start after the padding index.
+        auto type = o.find("model_type");
+        if (type != o.end() && type->value().is_string()) {
+          std::string t(type->value().as_string());
+          if (t == "roberta" || t == "xlm-roberta" || t == "camembert") m -= 2;
+        }
+        if (m > 0) model->max_length_ = static_cast<size_t>(m);
+      }
+    }
+  }
+  if (fs::exists(root / "1_Pooling" / "config.json")) {
+    IM_ASSIGN_OR_RETURN(auto cfg, ReadJson(root / "1_Pooling" / "config.json"));
+    if (cfg.is_object()) {
+      const auto& o = cfg.as_object();
+      if (JsonBool(o, "pooling_mode_mean_tokens")) model->pooling_ = Pooling::kMean;
+      if (JsonBool(o, "pooling_mode_lasttoken")) model->pooling_ = Pooling::kLastToken;
+      if (JsonBool(o, "pooling_mode_cls_token")) model->pooling_ = Pooling::kCls;
+    }
+  }
+  if (fs::exists(root / "modules.json")) {
+    IM_ASSIGN_OR_RETURN(auto mods, ReadJson(root / "modules.json"));
+    if (mods.is_array()) {
+      for (const auto& m : mods.as_array()) {
+        if (!m.is_object()) continue;
+        auto it = m.as_object().find("type");
+        if (it != m.as_object().end() && it->value().is_string() &&
+            std::string(it->value().as_string()).find("Normalize") != std::string::npos) {
+          model->normalize_ = true;
+        }
+      }
+    }
+  }
+
+  IM_ASSIGN_OR_RETURN(model->session_, Session::Load(onnx_path.string(), options));
+  bool has_ids = false;
+  for (const auto& in : model->session_->inputs()) {
+    if (in.name == "input_ids") {
+      has_ids = true;
+    } else if (in.name == "token_type_ids") {
+      model->wants_token_type_ids_ = true;
+    } else if (in.name == "position_ids") {
+      model->wants_position_ids_ = true;
+    } else if (in.name != "attention_mask") {
+      return Unimplemented("model input '" + in.name +
+                           "' is not one of input_ids, attention_mask, token_type_ids, "
+                           "position_ids");
+    }
+    if (in.dtype != DataType::kInt64 && in.dtype != DataType::kInt32) {
+      return Unimplemented("model input '" + in.name + "' must be int64 or int32");
+    }
+  }
+  if (!has_ids) return Unimplemented("model has no 'input_ids' input");
+  const auto& out = model->session_->outputs().at(0);
+  if (out.dtype != DataType::kFloat32) return Unimplemented("model output must be float32");
+  if (!out.shape.empty() && out.shape.back() > 0) model->dim_ = out.shape.back();
+  if (model->dim_ == 0) {
+    // Dynamic hidden size in the declaration: run one tiny input to learn it.
+    IM_ASSIGN_OR_RETURN(Encoding e, model->Tokenize("", {}));
+    IM_ASSIGN_OR_RETURN(Tensor t, model->EmbedEncodings({e}, false));
+    model->dim_ = t.dim(1);
+  }
+  return model;
+}
+
+Result<Encoding> EmbeddingModel::Tokenize(std::string_view text,
+                                          const EmbedOptions& options) const {
+  EncodeOptions eo;
+  eo.side = options.side;
+  eo.max_length = options.truncate ? max_length_ : 0;
+  IM_ASSIGN_OR_RETURN(Encoding e, tokenizer_->Encode(text, eo));
+  if (e.ids.size() > max_length_) {
+    return OutOfRange("input has " + std::to_string(e.ids.size()) +
+                      " tokens, more than the model's maximum of " + std::to_string(max_length_));
+  }
+  return e;
+}
+
+Result<Tensor> EmbeddingModel::EmbedEncodings(const std::vector<Encoding>& encodings,
+                                              bool normalize) const {
+  if (encodings.empty()) return InvalidArgument("empty batch");
+  const int64_t batch = static_cast<int64_t>(encodings.size());
+  int64_t seq = 0;
+  for (const auto& e : encodings) seq = std::max<int64_t>(seq, static_cast<int64_t>(e.ids.size()));
+  if (seq == 0) return InvalidArgument("every input tokenized to zero tokens");
+
+  auto make = [&](auto fill) {
+    Tensor t = Tensor::Empty(DataType::kInt64, {batch, seq});
+    int64_t* p = t.data<int64_t>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const auto& e = encodings[b];
+      for (int64_t s = 0; s < seq; ++s) p[b * seq + s] = fill(e, s);
+    }
+    return t;
+  };
+  const int64_t pad = tokenizer_->pad_id();
+  auto in_range = [](const Encoding& e, int64_t s) {
+    return s < static_cast<int64_t>(e.ids.size());
+  };
+  std::vector<std::pair<std::string, Tensor>> feeds;
+  feeds.emplace_back("input_ids", make([&](const Encoding& e, int64_t s) {
+                       return in_range(e, s) ? e.ids[s] : pad;
+                     }));
+  feeds.emplace_back("attention_mask", make([&](const Encoding& e, int64_t s) -> int64_t {
+                       return in_range(e, s) ? 1 : 0;
+                     }));
+  if (wants_token_type_ids_) {
+    feeds.emplace_back("token_type_ids", make([&](const Encoding& e, int64_t s) -> int64_t {
+                         return in_range(e, s) && s < int64_t(e.type_ids.size()) ? e.type_ids[s]
+                                                                                 : 0;
+                       }));
+  }
+  if (wants_position_ids_) {
+    feeds.emplace_back("position_ids", make([](const Encoding&, int64_t s) { return s; }));
+  }
+  // Models declaring int32 inputs get int32.
+  for (auto& [name, t] : feeds) {
+    for (const auto& in : session_->inputs()) {
+      if (in.name == name && in.dtype == DataType::kInt32) {
+        Tensor c = Tensor::Empty(DataType::kInt32, t.shape());
+        for (int64_t i = 0; i < t.numel(); ++i)
+          c.data<int32_t>()[i] = int32_t(t.data<int64_t>()[i]);
+        t = c;
+      }
+    }
+  }
+  std::vector<std::pair<std::string, Tensor>> used;
+  for (auto& f : feeds) {
+    for (const auto& in : session_->inputs()) {
+      if (in.name == f.first) used.push_back(f);
+    }
+  }
+  IM_ASSIGN_OR_RETURN(std::vector<Tensor> outs, session_->Run(used));
+  const Tensor& hidden = outs.at(0);
+  Tensor pooled;
+  if (hidden.rank() == 2 && hidden.dim(0) == batch) {
+    pooled = hidden.Clone();  // the model pools itself (sentence_embedding output)
+  } else if (hidden.rank() == 3 && hidden.dim(0) == batch && hidden.dim(1) == seq) {
+    const int64_t d = hidden.dim(2);
+    pooled = Tensor::Empty(DataType::kFloat32, {batch, d});
+    const float* h = hidden.data<float>();
+    float* p = pooled.data<float>();
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t len = static_cast<int64_t>(encodings[b].ids.size());
+      const float* rows = h + b * seq * d;
+      if (pooling_ == Pooling::kCls) {
+        std::copy(rows, rows + d, p + b * d);
+      } else if (pooling_ == Pooling::kLastToken) {
+        std::copy(rows + (len - 1) * d, rows + len * d, p + b * d);
+      } else {
+        std::vector<double> acc(d, 0.0);
+        for (int64_t s = 0; s < len; ++s) {
+          for (int64_t j = 0; j < d; ++j) acc[j] += rows[s * d + j];
+        }
+        for (int64_t j = 0; j < d; ++j) p[b * d + j] = static_cast<float>(acc[j] / len);
+      }
+    }
+  } else {
+    return InvalidArgument("model output has shape " + ShapeToString(hidden.shape()) +
+                           "; expected [batch, seq, hidden] or [batch, hidden]");
+  }
+  if (normalize) NormalizeRows(pooled);
+  return pooled;
+}
+
+Result<std::vector<std::vector<float>>> EmbeddingModel::Embed(const std::vector<std::string>& texts,
+                                                              const EmbedOptions& options) const {
+  if (texts.empty()) return InvalidArgument("no inputs");
+  std::vector<Encoding> encodings;
+  encodings.reserve(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto e = Tokenize(texts[i], options);
+    if (!e.ok()) return e.status().WithContext("input " + std::to_string(i));
+    encodings.push_back(std::move(e).value());
+  }
+  IM_ASSIGN_OR_RETURN(Tensor t, EmbedEncodings(encodings, options.normalize.value_or(normalize_)));
+  std::vector<std::vector<float>> rows(texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const float* p = t.data<float>() + i * t.dim(1);
+    rows[i].assign(p, p + t.dim(1));
+  }
+  return rows;
+}
+
+}  // namespace infermesh::runtime
