@@ -12,6 +12,7 @@ void RegisterMathKernels(KernelRegistry& r) {
   math::RegisterNormKernels(r);
   math::RegisterReduceKernels(r);
   math::RegisterIndexKernels(r);
+  math::RegisterEinsumKernels(r);
 }
 
 }  // namespace infermesh::runtime

@@ -16,6 +16,7 @@ void RegisterSoftmaxKernels(KernelRegistry& r);  // math_softmax.cc: Softmax, Lo
 void RegisterNormKernels(KernelRegistry& r);     // math_norm.cc: LayerNormalization, MVN
 void RegisterReduceKernels(KernelRegistry& r);   // math_reduce.cc: Reduce*
 void RegisterIndexKernels(KernelRegistry& r);    // math_index.cc: ArgMax, ArgMin, CumSum, TopK
+void RegisterEinsumKernels(KernelRegistry& r);   // math_einsum.cc: Einsum
 
 // Maps axis in [-rank, rank) to [0, rank); InvalidArgument naming `node` otherwise.
 inline Result<int64_t> NormalizeAxis(int64_t axis, int64_t rank, const std::string& node) {

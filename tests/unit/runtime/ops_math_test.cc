@@ -4,6 +4,8 @@
 #include <onnx/onnx_pb.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <limits>
 #include <optional>
 #include <random>
@@ -12,6 +14,7 @@
 
 #include "runtime/gemm.h"
 #include "runtime/kernel.h"
+#include "runtime/onnx_tensor.h"
 
 namespace infermesh::runtime {
 namespace {
@@ -48,6 +51,13 @@ class OpRunner {
     a->set_name(name);
     a->set_type(onnx::AttributeProto::FLOAT);
     a->set_f(v);
+    return *this;
+  }
+  OpRunner& String(const std::string& name, const std::string& v) {
+    auto* a = proto_.add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s(v);
     return *this;
   }
   OpRunner& Ints(const std::string& name, const std::vector<int64_t>& v) {
@@ -536,6 +546,65 @@ TEST(IndexOpsTest, TopKAndCumSum) {
       OpRunner("CumSum", 14).Int("exclusive", 1).Int("reverse", 1).Input(&x).Input(&axis).Run();
   ASSERT_TRUE(cs.ok());
   ExpectNear((*cs)[0], {1, 5}, {13, 12, 9, 0, 0});
+}
+
+// ---------------------------------------------------------------- Einsum
+
+Tensor ToFloat(const Tensor& t) {
+  std::vector<float> v(static_cast<size_t>(t.numel()));
+  for (int64_t i = 0; i < t.numel(); ++i) v[i] = static_cast<float>(t.GetAsDouble(i));
+  return Tensor::FromVector<float>(t.shape(), v);
+}
+
+// ONNX's Einsum node tests are float64, which we do not claim; run them in float32.
+TEST(EinsumTest, MatchesOnnxNodeTestsInFloat32) {
+  const std::string root = "/usr/share/libonnx-testdata/data/node/";
+  if (!std::filesystem::exists(root + "test_einsum_sum")) GTEST_SKIP() << "no libonnx-testdata";
+  for (const char* name : {"test_einsum_batch_diagonal", "test_einsum_batch_matmul",
+                           "test_einsum_inner_prod", "test_einsum_sum", "test_einsum_transpose"}) {
+    const std::string dir = root + name + "/";
+    onnx::ModelProto model;
+    std::ifstream in(dir + "model.onnx", std::ios::binary);
+    ASSERT_TRUE(model.ParseFromIstream(&in)) << name;
+    const onnx::NodeProto& node = model.graph().node(0);
+    OpRunner r("Einsum", 12);
+    r.String("equation", node.attribute(0).s());
+    std::vector<Tensor> inputs;
+    for (int i = 0; i < node.input_size(); ++i) {
+      auto t = ReadTensorFile(dir + "test_data_set_0/input_" + std::to_string(i) + ".pb");
+      ASSERT_TRUE(t.ok()) << t.status().ToString();
+      inputs.push_back(ToFloat(*t));
+    }
+    for (const Tensor& t : inputs) r.Input(&t);
+    auto want = ReadTensorFile(dir + "test_data_set_0/output_0.pb");
+    ASSERT_TRUE(want.ok());
+    auto out = r.Run(2);
+    ASSERT_TRUE(out.ok()) << name << ": " << out.status().ToString();
+    std::vector<double> w(static_cast<size_t>(want->numel()));
+    for (int64_t i = 0; i < want->numel(); ++i) w[i] = want->GetAsDouble(i);
+    SCOPED_TRACE(name);
+    ExpectNear((*out)[0], want->shape(), w, 1e-5);
+  }
+}
+
+TEST(EinsumTest, EllipsisBroadcastAndImplicitOutput) {
+  Tensor a = RandomTensor({2, 1, 3, 4}, 1), b = RandomTensor({5, 4, 6}, 2);
+  auto out =
+      OpRunner("Einsum", 12).String("equation", "...ij,...jk->...ik").Input(&a).Input(&b).Run();
+  ASSERT_TRUE(out.ok()) << out.status().ToString();
+  auto mm = OpRunner("MatMul", 13).Input(&a).Input(&b).Run();
+  ASSERT_TRUE(mm.ok());
+  std::vector<double> want((*mm)[0].numel());
+  for (size_t i = 0; i < want.size(); ++i) want[i] = (*mm)[0].GetAsDouble(i);
+  ExpectNear((*out)[0], {2, 5, 3, 6}, want, 1e-5);
+  // Implicit output: labels seen once, alphabetically ("ba,cb" -> "ac").
+  Tensor x = RandomTensor({3, 2}, 3), y = RandomTensor({4, 3}, 4);
+  auto imp = OpRunner("Einsum", 12).String("equation", "ba,cb").Input(&x).Input(&y).Run();
+  ASSERT_TRUE(imp.ok()) << imp.status().ToString();
+  EXPECT_EQ((*imp)[0].shape(), (Shape{2, 4}));
+  EXPECT_FALSE(OpRunner("Einsum", 12).String("equation", "ij,jk->ik").Input(&x).Make().ok());
+  EXPECT_FALSE(
+      OpRunner("Einsum", 12).String("equation", "ij,jk->ik").Input(&x).Input(&x).Run().ok());
 }
 
 TEST(MathFactoriesTest, RejectDoubleAndUnknownAttributes) {
