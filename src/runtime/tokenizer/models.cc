@@ -29,7 +29,13 @@ struct PieceBytes {
   }
   // Original range of bytes [a, b) of s.
   std::pair<uint32_t, uint32_t> Range(const NText& piece, size_t a, size_t b) const {
-    return {piece[owner[a]].begin, piece[owner[b - 1]].end};
+    // Min/max rather than first/last: canonical reordering can permute characters.
+    uint32_t lo = piece[owner[a]].begin, hi = piece[owner[b - 1]].end;
+    for (size_t i = owner[a]; i <= owner[b - 1]; ++i) {
+      lo = std::min(lo, piece[i].begin);
+      hi = std::max(hi, piece[i].end);
+    }
+    return {lo, hi};
   }
 };
 

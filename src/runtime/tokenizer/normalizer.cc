@@ -4,6 +4,7 @@
 #include <utf8proc.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "runtime/tokenizer/json_util.h"
 #include "runtime/tokenizer/unicode.h"
@@ -64,48 +65,39 @@ void DecomposeText(NText& t, bool compat) {
   t.swap(out);
 }
 
-bool IsHangulVowelOrTrail(char32_t c) {
-  return (c >= 0x1161 && c <= 0x1175) || (c >= 0x11A8 && c <= 0x11C2);
+// Returns the primary composite of (a, b), or 0 when they do not compose.
+char32_t ComposePair(char32_t a, char32_t b) {
+  if (b < 0x300) return 0;  // every second half of a composition is >= U+0300
+  utf8proc_int32_t buf[2] = {static_cast<utf8proc_int32_t>(a), static_cast<utf8proc_int32_t>(b)};
+  utf8proc_ssize_t n =
+      utf8proc_normalize_utf32(buf, 2, static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE));
+  return n == 1 ? static_cast<char32_t>(buf[0]) : 0;
 }
 
-// NFC/NFKC: composition may join a character with its predecessors, so the text is cut
-// into chunks that start at a character which cannot compose backwards; each chunk is
-// composed by utf8proc and its output characters share the chunk's input range.
+// NFC/NFKC: decompose, order, then compose canonically. A composite keeps the input
+// range of its starter and the absorbed mark disappears, as in HF's alignments.
 void ComposeText(NText& t, bool compat) {
+  DecomposeText(t, compat);
   NText out;
   out.reserve(t.size());
-  std::u32string chunk, tmp;
-  uint32_t cb = 0, ce = 0;
-  auto flush = [&]() {
-    if (chunk.empty()) return;
-    std::vector<utf8proc_int32_t> buf(chunk.begin(), chunk.end());
-    utf8proc_ssize_t n = utf8proc_normalize_utf32(
-        buf.data(), static_cast<utf8proc_ssize_t>(buf.size()),
-        static_cast<utf8proc_option_t>(UTF8PROC_COMPOSE | UTF8PROC_STABLE));
-    if (n < 0) n = static_cast<utf8proc_ssize_t>(buf.size());
-    for (utf8proc_ssize_t i = 0; i < n; ++i) {
-      out.push_back({static_cast<char32_t>(buf[static_cast<size_t>(i)]), cb, ce});
-    }
-    chunk.clear();
-  };
+  size_t starter = SIZE_MAX;
+  int last_ccc = -1;  // ccc of the last char kept after the starter; -1: none
   for (const NChar& nc : t) {
-    tmp.clear();
-    Decompose(nc.c, compat, tmp);
-    char32_t first = tmp.empty() ? nc.c : tmp[0];
-    auto cat = utf8proc_category(static_cast<utf8proc_int32_t>(first));
-    bool starter = CombiningClass(first) == 0 && cat != UTF8PROC_CATEGORY_MN &&
-                   cat != UTF8PROC_CATEGORY_MC && cat != UTF8PROC_CATEGORY_ME &&
-                   !IsHangulVowelOrTrail(first);
-    if (starter || chunk.empty()) {
-      flush();
-      cb = nc.begin;
+    int ccc = CombiningClass(nc.c);
+    if (starter != SIZE_MAX && (last_ccc == -1 || (last_ccc != 0 && last_ccc < ccc))) {
+      if (char32_t p = ComposePair(out[starter].c, nc.c)) {
+        out[starter].c = p;
+        continue;
+      }
     }
-    ce = nc.end;
-    chunk += tmp;
+    out.push_back(nc);
+    if (ccc == 0) {
+      starter = out.size() - 1;
+      last_ccc = -1;
+    } else {
+      last_ccc = ccc;
+    }
   }
-  flush();
-  // Canonical ordering inside a chunk was done by utf8proc; across chunks the boundary
-  // is a starter, so nothing needs reordering.
   t.swap(out);
 }
 

@@ -26,8 +26,9 @@ struct AddedToken {
 };
 
 struct Segment {
-  size_t begin, end;
-  const AddedToken* added;  // null: ordinary text
+  size_t begin, end;                      // bytes taken from the text (with stripped whitespace)
+  const AddedToken* added;                // null: ordinary text
+  size_t match_begin = 0, match_end = 0;  // the token itself, for its offsets
 };
 
 bool IsAsciiSpace(char c) { return c == ' ' || (c >= '\t' && c <= '\r'); }
@@ -62,8 +63,8 @@ class PipelineTokenizer final : public Tokenizer {
     std::vector<tok::Token> tokens;
     for (const Segment& seg : SplitAdded(text)) {
       if (seg.added != nullptr) {
-        tokens.push_back({seg.added->id, seg.added->content, static_cast<uint32_t>(seg.begin),
-                          static_cast<uint32_t>(seg.end)});
+        tokens.push_back({seg.added->id, seg.added->content, static_cast<uint32_t>(seg.match_begin),
+                          static_cast<uint32_t>(seg.match_end)});
         continue;
       }
       NText nt = tok::ToNText(text.substr(seg.begin, seg.end - seg.begin),
@@ -141,7 +142,7 @@ class PipelineTokenizer final : public Tokenizer {
         while (e < text.size() && IsAsciiSpace(text[e])) ++e;
       }
       if (b > text_start) out.push_back({text_start, b, nullptr});
-      out.push_back({b, e, best});
+      out.push_back({b, e, best, i, i + best->content.size()});
       text_start = i = e;
     }
     if (text_start < text.size() || out.empty()) out.push_back({text_start, text.size(), nullptr});
