@@ -345,6 +345,95 @@ Result<KernelInit> MakeGlobalPool(const NodeInfo& node, PoolKind kind) {
                     {DataType::kFloat32}};
 }
 
+// ---------------------------------------------------------------------------
+// MaxUnpool: scatters X into a zero tensor at the flat indices MaxPool produced.
+
+class MaxUnpoolKernel final : public Kernel {
+ public:
+  MaxUnpoolKernel(std::string name, WindowAttrs w) : name_(std::move(name)), w_(std::move(w)) {}
+
+  Status Run(KernelContext& ctx) const override {
+    static constexpr const char* kOp = "MaxUnpool";
+    const Tensor& x = ctx.in(0);
+    const Tensor& idx = ctx.in(1);
+    const Tensor* shape_t = ctx.input(2);
+    if (x.rank() < 3 || x.rank() > 16) {
+      return RunError(name_, kOp, "input rank must be in [3, 16], got " + ShapeToString(x.shape()));
+    }
+    if (idx.shape() != x.shape()) {
+      return RunError(name_, kOp,
+                      "indices shape " + ShapeToString(idx.shape()) + " != input shape " +
+                          ShapeToString(x.shape()));
+    }
+    const size_t r = x.rank() - 2;
+    if (w_.kernel.size() != r || (!w_.strides.empty() && w_.strides.size() != r) ||
+        (!w_.pads.empty() && w_.pads.size() != 2 * r)) {
+      return RunError(name_, kOp, "window attributes do not match the spatial rank");
+    }
+    // Indices are flat offsets into the default output (the pooled input's shape).
+    Shape def{x.dim(0), x.dim(1)};
+    for (size_t i = 0; i < r; ++i) {
+      const int64_t s = w_.strides.empty() ? 1 : w_.strides[i];
+      const int64_t pads = w_.pads.empty() ? 0 : w_.pads[i] + w_.pads[i + r];
+      def.push_back((x.dim(i + 2) - 1) * s + w_.kernel[i] - pads);
+      if (def.back() < 0) return RunError(name_, kOp, "pads exceed the output size");
+    }
+    Shape out = def;
+    if (shape_t != nullptr) {
+      // A larger output_shape pads the default output at the end of each dim.
+      out = shape_t->ToInt64Vector();
+      bool ok = out.size() == def.size() && out[0] == def[0] && out[1] == def[1];
+      for (size_t i = 2; ok && i < out.size(); ++i) ok = out[i] >= def[i];
+      if (!ok) {
+        return RunError(name_, kOp,
+                        "output_shape " + ShapeToString(out) + " must cover the default shape " +
+                            ShapeToString(def));
+      }
+    }
+    Tensor& y = ctx.AllocateOutput(0, DataType::kFloat32, out);
+    float* yd = y.data<float>();
+    std::fill(yd, yd + y.numel(), 0.0f);
+    const float* xd = x.data<float>();
+    const int64_t* id = idx.data<int64_t>();
+    const int64_t def_numel = NumElements(def);
+    for (int64_t j = 0; j < x.numel(); ++j) {
+      int64_t v = id[j];
+      if (v < 0 || v >= def_numel) {
+        return RunError(name_, kOp,
+                        "index " + std::to_string(v) + " is outside the output of " +
+                            std::to_string(def_numel) + " elements");
+      }
+      if (out != def) {
+        int64_t coords[16];
+        for (size_t i = def.size(); i-- > 0;) {
+          coords[i] = v % def[i];
+          v /= def[i];
+        }
+        for (size_t i = 0; i < out.size(); ++i) v = v * out[i] + coords[i];
+      }
+      yd[v] = xd[j];
+    }
+    return OkStatus();
+  }
+
+ private:
+  std::string name_;
+  WindowAttrs w_;
+};
+
+Result<KernelInit> MakeMaxUnpool(const NodeInfo& node) {
+  IM_RETURN_IF_ERROR(node.RequireInputCount(2, 3));
+  IM_RETURN_IF_ERROR(node.RequireType(0, {DataType::kFloat32}));
+  IM_RETURN_IF_ERROR(node.RequireType(1, {DataType::kInt64}));
+  IM_RETURN_IF_ERROR(node.RequireType(2, {DataType::kInt64}));
+  IM_ASSIGN_OR_RETURN(WindowAttrs w, ParseWindowAttrs(node, {}));
+  if (w.kernel.empty()) return node.Error("kernel_shape is required");
+  if (w.auto_pad != AutoPad::kNotSet) return node.Error("MaxUnpool has no auto_pad");
+  IM_RETURN_IF_ERROR(node.CheckAllAttributesUsed());
+  return KernelInit{std::make_unique<MaxUnpoolKernel>(node.name, std::move(w)),
+                    {DataType::kFloat32}};
+}
+
 }  // namespace
 
 void RegisterPoolOps(KernelRegistry& r) {
@@ -355,6 +444,7 @@ void RegisterPoolOps(KernelRegistry& r) {
   r.Add("GlobalMaxPool", 1, [](const NodeInfo& n) { return MakeGlobalPool(n, PoolKind::kMax); });
   r.Add("GlobalAveragePool", 1,
         [](const NodeInfo& n) { return MakeGlobalPool(n, PoolKind::kAverage); });
+  r.Add("MaxUnpool", 9, MakeMaxUnpool);
   r.Add("GlobalLpPool", 2, [](const NodeInfo& n) { return MakeGlobalPool(n, PoolKind::kLp); });
 }
 
