@@ -4,17 +4,11 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/ops/elementwise_fast_math.h"
 #include "runtime/ops/elementwise_internal.h"
 
 namespace infermesh::runtime::elementwise {
 namespace {
-
-inline float Sigmoid(float x) {
-  // Never exponentiates a large positive number.
-  if (x >= 0) return 1.0f / (1.0f + std::exp(-x));
-  const float e = std::exp(x);
-  return e / (1.0f + e);
-}
 
 inline float Softplus(float x) {
   return x > 0 ? x + std::log1p(std::exp(-x)) : std::log1p(std::exp(x));
@@ -34,11 +28,11 @@ Result<KernelInit> MakeRelu(const NodeInfo& node) {
 }
 
 Result<KernelInit> MakeSigmoid(const NodeInfo& node) {
-  return MakeUnaryFloat(node, [](float x) { return Sigmoid(x); });
+  return MakeUnaryFloat(node, [](float x) { return FastSigmoid(x); });
 }
 
 Result<KernelInit> MakeTanh(const NodeInfo& node) {
-  return MakeUnaryFloat(node, [](float x) { return std::tanh(x); });
+  return MakeUnaryFloat(node, [](float x) { return FastTanh(x); });
 }
 
 Result<KernelInit> MakeLeakyRelu(const NodeInfo& node) {
@@ -105,13 +99,13 @@ Result<KernelInit> MakeGelu(const NodeInfo& node) {
   const std::string approximate = node.attrs.GetString("approximate", "none");
   if (approximate == "none") {
     return MakeUnaryFloat(node, [](float x) {
-      return 0.5f * x * (1.0f + std::erf(x * static_cast<float>(M_SQRT1_2)));
+      return 0.5f * x * (1.0f + FastErf(x * static_cast<float>(M_SQRT1_2)));
     });
   }
   if (approximate == "tanh") {
     return MakeUnaryFloat(node, [](float x) {
       constexpr float kSqrt2OverPi = 0.7978845608028654f;
-      return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
+      return 0.5f * x * (1.0f + FastTanh(kSqrt2OverPi * (x + 0.044715f * x * x * x)));
     });
   }
   return node.Error("attribute 'approximate' must be \"none\" or \"tanh\", got \"" + approximate +

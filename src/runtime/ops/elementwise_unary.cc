@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "runtime/ops/elementwise_fast_math.h"
 #include "runtime/ops/elementwise_internal.h"
 
 namespace infermesh::runtime::elementwise {
@@ -153,7 +154,7 @@ void RegisterUnaryKernels(KernelRegistry& r) {
       r, "Round", 11, [](float x) { return std::nearbyint(x); }, kGrain);
   AddFloat(
       r, "Sqrt", 6, [](float x) { return std::sqrt(x); }, kGrain);
-  AddFloat(r, "Exp", 6, [](float x) { return std::exp(x); });
+  AddFloat(r, "Exp", 6, [](float x) { return FastExp(x); });
   AddFloat(r, "Log", 6, [](float x) { return std::log(x); });
   AddFloat(r, "Sin", 7, [](float x) { return std::sin(x); });
   AddFloat(r, "Cos", 7, [](float x) { return std::cos(x); });
@@ -166,7 +167,7 @@ void RegisterUnaryKernels(KernelRegistry& r) {
   AddFloat(r, "Asinh", 9, [](float x) { return std::asinh(x); });
   AddFloat(r, "Acosh", 9, [](float x) { return std::acosh(x); });
   AddFloat(r, "Atanh", 9, [](float x) { return std::atanh(x); });
-  AddFloat(r, "Erf", 9, [](float x) { return std::erf(x); });
+  AddFloat(r, "Erf", 9, [](float x) { return FastErf(x); });
 
   r.Add("IsNaN", 9, MakeIsNaN);
   r.Add("IsInf", 10, MakeIsInf);

@@ -7,6 +7,7 @@
 
 #include "runtime/kernel.h"
 #include "runtime/ops/broadcast.h"
+#include "runtime/ops/elementwise_fast_math.h"
 #include "runtime/parallel.h"
 
 namespace infermesh::runtime {
@@ -335,6 +336,34 @@ TEST(ElementwiseTest, Activations) {
   auto sp = OpRunner("Softplus").Run({&big});
   ASSERT_TRUE(sp.ok());
   EXPECT_EQ(sp->data<float>()[1], 100.0f);
+}
+
+TEST(ElementwiseTest, FastMathMatchesLibm) {
+  using namespace elementwise;  // NOLINT
+  double e_exp = 0, e_tanh = 0, e_erf = 0, e_sig = 0;
+  for (double v = -110; v <= 90; v += 1e-3) {
+    const auto x = static_cast<float>(v);
+    const double ref = std::exp(static_cast<double>(x));
+    if (ref > 1.2e-38 && ref < 3.4e38) e_exp = std::max(e_exp, std::fabs(FastExp(x) - ref) / ref);
+    e_tanh = std::max(e_tanh, std::fabs(FastTanh(x) - std::tanh(static_cast<double>(x))));
+    e_erf = std::max(e_erf, std::fabs(FastErf(x) - std::erf(static_cast<double>(x))));
+    const double s = 1 / (1 + std::exp(-static_cast<double>(x)));
+    if (s > 1e-37) e_sig = std::max(e_sig, std::fabs(FastSigmoid(x) - s) / s);
+  }
+  EXPECT_LT(e_exp, 3e-7);
+  EXPECT_LT(e_sig, 5e-7);
+  EXPECT_LT(e_tanh, 1e-6);
+  EXPECT_LT(e_erf, 1e-6);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  EXPECT_TRUE(std::isnan(FastExp(nan)));
+  EXPECT_TRUE(std::isnan(FastTanh(nan)));
+  EXPECT_TRUE(std::isnan(FastErf(nan)));
+  EXPECT_TRUE(std::isnan(FastSigmoid(nan)));
+  EXPECT_EQ(FastExp(inf), inf);
+  EXPECT_EQ(FastExp(-inf), 0.0f);
+  EXPECT_EQ(FastTanh(-inf), -1.0f);
+  EXPECT_EQ(FastErf(inf), 1.0f);
 }
 
 }  // namespace
