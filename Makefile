@@ -28,7 +28,7 @@ run: build
 	@scripts/run.sh $(BIN)
 
 conformance: build
-	@$(BIN) conformance --json bench/results/conformance.json
+	@$(BIN) conformance --threads 2 --known tests/conformance/known_issues.txt --json bench/results/conformance.json
 
 bench: build
 	@echo "benchmarks arrive with the runtime-speed issue (bench/)"

@@ -2,6 +2,7 @@
 
 #include <google/protobuf/io/coded_stream.h>
 #include <onnx/onnx_pb.h>
+#include <onnx/shape_inference/implementation.h>
 
 #include <filesystem>
 #include <fstream>
@@ -38,8 +39,7 @@ class GraphSession final : public Session {
   Result<std::vector<Tensor>> Run(
       const std::vector<std::pair<std::string, Tensor>>& inputs) const override;
 
-  Status Build(const onnx::ModelProto& model, const std::string& base_dir,
-               const SessionOptions& options);
+  Status Build(onnx::ModelProto& model, const std::string& base_dir, const SessionOptions& options);
 
  private:
   int ValueId(const std::string& name) {
@@ -142,7 +142,7 @@ std::string NodeLabel(const onnx::NodeProto& node, int index) {
 
 }  // namespace
 
-Status GraphSession::Build(const onnx::ModelProto& model, const std::string& base_dir,
+Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
                            const SessionOptions& options) {
   if (!model.has_graph()) return InvalidArgument("model has no graph");
   std::unordered_map<std::string, int> opsets;
@@ -192,6 +192,18 @@ Status GraphSession::Build(const onnx::ModelProto& model, const std::string& bas
   }
 
   IM_ASSIGN_OR_RETURN(std::vector<int> order, TopologicalOrder(graph, known));
+
+  // ONNX's own shape inference runs once, strictly: it rejects graphs whose
+  // declared shapes and types contradict their operators, naming the node, and
+  // records symbolic shapes (batch, sequence) for every value.
+  try {
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(/*check_type=*/true,
+                                                                   /*strict_mode=*/1,
+                                                                   /*data_prop=*/false));
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("shape inference failed: ") + e.what());
+  }
 
   const KernelRegistry& registry = KernelRegistry::Global();
   for (int index : order) {
@@ -272,6 +284,11 @@ Status GraphSession::Build(const onnx::ModelProto& model, const std::string& bas
       return InvalidArgument("graph output '" + out.name() + "' is never produced");
     }
     ValueInfo info = ToValueInfo(out);
+    if (!info.has_shape) {
+      for (const auto& vi : graph.value_info()) {
+        if (vi.name() == out.name()) info = ToValueInfo(vi);
+      }
+    }
     info.dtype = value_types_[it->second];
     output_ids_.push_back(it->second);
     outputs_.push_back(std::move(info));

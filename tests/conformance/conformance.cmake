@@ -4,5 +4,6 @@
 add_test(NAME onnx_conformance
          COMMAND infermesh conformance --threads 2
                  --expect ${CMAKE_CURRENT_LIST_DIR}/expected_pass.txt
+                 --known ${CMAKE_CURRENT_LIST_DIR}/known_issues.txt
                  --json ${CMAKE_BINARY_DIR}/conformance.json)
 set_tests_properties(onnx_conformance PROPERTIES LABELS conformance TIMEOUT 600)
