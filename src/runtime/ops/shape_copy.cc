@@ -305,7 +305,9 @@ class SliceKernel final : public Kernel {
       if (start < 0) start += dim;
       if (end < 0) end += dim;
       __int128 count;
-      if (step > 0) {
+      if (dim == 0) {
+        count = 0;
+      } else if (step > 0) {
         start = std::clamp<__int128>(start, 0, dim);
         end = std::clamp<__int128>(end, 0, dim);
         count = end > start ? (end - start + step - 1) / step : 0;

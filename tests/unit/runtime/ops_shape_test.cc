@@ -4,7 +4,9 @@
 #include <onnx/onnx_pb.h>
 
 #include <cstring>
+#include <limits>
 #include <numeric>
+#include <random>
 
 #include "runtime/kernel.h"
 
@@ -399,6 +401,106 @@ TEST(ShapeOpsTest, ConstantsAndUnknownAttributes) {
   auto st = OpTester("Transpose", 13, 1).Int("bogus", 1).Load({Iota(DataType::kFloat32, {2})});
   EXPECT_EQ(st.code(), StatusCode::kUnimplemented);
   EXPECT_NE(st.message().find("bogus"), std::string::npos);
+}
+
+// Python's slice.indices(), which ONNX Slice follows with one exception: with a
+// negative step, a start before the beginning clamps to 0 (Python: empty slice).
+std::vector<int64_t> PySliceIndices(int64_t start, int64_t stop, int64_t step, int64_t dim) {
+  const int64_t lower = step > 0 ? 0 : -1, upper = step > 0 ? dim : dim - 1;
+  auto fix = [&](int64_t v) {
+    if (v < 0) {
+      v += dim;
+      return v < lower ? lower : v;
+    }
+    return v > upper ? upper : v;
+  };
+  int64_t first = fix(start);
+  if (step < 0 && first < 0 && dim > 0) first = 0;
+  std::vector<int64_t> out;
+  for (int64_t i = first; step > 0 ? i < fix(stop) : i > fix(stop); i += step) {
+    out.push_back(i);
+  }
+  return out;
+}
+
+TEST(ShapeOpsTest, RandomSlicesMatchPythonSemantics) {
+  std::mt19937 rng(7);
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  for (int iter = 0; iter < 300; ++iter) {
+    Shape shape = {pick(0, 5), pick(1, 5), pick(1, 6)};
+    Tensor x = Iota(DataType::kInt64, shape);
+    std::vector<int64_t> starts, ends, axes, steps;
+    std::vector<std::vector<int64_t>> picked(3);
+    for (int64_t a = 0; a < 3; ++a) {
+      const int64_t dim = shape[static_cast<size_t>(a)];
+      for (int64_t i = 0; i < dim; ++i) picked[static_cast<size_t>(a)].push_back(i);
+      if (pick(0, 2) == 0) continue;
+      int64_t st = pick(-8, 8), en = pick(-8, 8), sp = pick(1, 3) * (pick(0, 1) ? 1 : -1);
+      if (pick(0, 5) == 0)
+        en = sp > 0 ? std::numeric_limits<int64_t>::max() : std::numeric_limits<int64_t>::min();
+      starts.push_back(st);
+      ends.push_back(en);
+      axes.push_back(pick(0, 1) ? a : a - 3);
+      steps.push_back(sp);
+      picked[static_cast<size_t>(a)] = PySliceIndices(st, en, sp, dim);
+    }
+    auto out = OpTester("Slice", 13, 5).Run({x, I64s(starts), I64s(ends), I64s(axes), I64s(steps)});
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    std::vector<int64_t> expected;
+    for (int64_t i : picked[0]) {
+      for (int64_t j : picked[1]) {
+        for (int64_t k : picked[2]) expected.push_back((i * shape[1] + j) * shape[2] + k);
+      }
+    }
+    ASSERT_EQ(Values<int64_t>((*out)[0]), expected)
+        << "shape " << ShapeToString(shape) << " starts " << ShapeToString(starts) << " ends "
+        << ShapeToString(ends) << " axes " << ShapeToString(axes) << " steps "
+        << ShapeToString(steps);
+  }
+}
+
+TEST(ShapeOpsTest, RandomPadsMatchReference) {
+  std::mt19937 rng(11);
+  auto pick = [&](int64_t lo, int64_t hi) {
+    return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+  };
+  const char* modes[] = {"constant", "edge", "reflect", "wrap"};
+  for (int iter = 0; iter < 300; ++iter) {
+    const std::string mode = modes[iter % 4];
+    Shape shape = {pick(1, 4), pick(1, 4)};
+    Tensor x = Iota(DataType::kInt64, shape);
+    std::vector<int64_t> pads(4);
+    for (size_t d = 0; d < 2; ++d) {
+      pads[d] = pick(-1, 5);
+      pads[d + 2] = pick(-1, 5);
+      if (shape[d] + pads[d] + pads[d + 2] < 0) pads[d] = pads[d + 2] = 0;
+    }
+    auto out =
+        OpTester("Pad", 13, 3).Str("mode", mode).Run({x, I64s(pads), Tensor::Scalar<int64_t>(-7)});
+    ASSERT_TRUE(out.ok()) << out.status().ToString();
+    // Reference: bounce (reflect), clamp (edge) or wrap each coordinate.
+    auto map = [&](int64_t i, int64_t n) -> int64_t {
+      if (i >= 0 && i < n) return i;
+      if (mode == "constant") return -1;
+      if (mode == "edge") return i < 0 ? 0 : n - 1;
+      if (mode == "wrap") return ((i % n) + n) % n;
+      if (n == 1) return 0;
+      while (i < 0 || i >= n) i = i < 0 ? -i : 2 * (n - 1) - i;
+      return i;
+    };
+    const Tensor& y = (*out)[0];
+    ASSERT_EQ(y.shape(), (Shape{shape[0] + pads[0] + pads[2], shape[1] + pads[1] + pads[3]}));
+    for (int64_t i = 0; i < y.dim(0); ++i) {
+      for (int64_t j = 0; j < y.dim(1); ++j) {
+        const int64_t si = map(i - pads[0], shape[0]), sj = map(j - pads[1], shape[1]);
+        const int64_t want = si < 0 || sj < 0 ? -7 : si * shape[1] + sj;
+        ASSERT_EQ(y.data<int64_t>()[i * y.dim(1) + j], want)
+            << mode << " " << ShapeToString(shape) << " pads " << ShapeToString(pads);
+      }
+    }
+  }
 }
 
 }  // namespace
