@@ -46,12 +46,14 @@ class VariadicKernel final : public Kernel {
 
   Status Run(KernelContext& ctx) const override {
     const size_t n = ctx.num_inputs();
-    const DataType dtype = ctx.in(0).dtype();
     std::vector<const Shape*> shapes;
     for (size_t k = 0; k < n; ++k) {
       if (ctx.input(k) == nullptr) {
         return InvalidArgument("node '" + name_ + "': input " + std::to_string(k) + " is missing");
       }
+    }
+    const DataType dtype = ctx.in(0).dtype();
+    for (size_t k = 0; k < n; ++k) {
       if (ctx.in(k).dtype() != dtype) return TypeMismatch(name_, k, ctx.in(k));
       shapes.push_back(&ctx.in(k).shape());
     }
