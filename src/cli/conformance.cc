@@ -85,7 +85,10 @@ std::string Compare(const Tensor& got, const Tensor& want, size_t index) {
 std::vector<fs::path> SortedFiles(const fs::path& dir, const std::string& prefix) {
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(dir)) {
-    if (e.path().filename().string().rfind(prefix, 0) == 0) files.push_back(e.path());
+    // Exactly <prefix><digits>[.pb]: other files (e.g. output_0.ort.pb) are not test data.
+    static const std::regex kName(R"(^[a-z_]+_(\d+)(\.pb)?$)");
+    std::string name = e.path().filename().string();
+    if (name.rfind(prefix, 0) == 0 && std::regex_match(name, kName)) files.push_back(e.path());
   }
   // input_10 sorts after input_9
   std::sort(files.begin(), files.end(), [&](const fs::path& a, const fs::path& b) {
