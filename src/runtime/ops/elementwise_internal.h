@@ -140,14 +140,6 @@ bool DispatchBySize(DataType t, Fn&& fn) {
   }
 }
 
-inline const std::initializer_list<DataType>& NumericTypes() {
-  static const std::initializer_list<DataType> kTypes = {
-      DataType::kFloat32, DataType::kFloat16, DataType::kBFloat16, DataType::kInt8,
-      DataType::kInt16,   DataType::kInt32,   DataType::kInt64,    DataType::kUint8,
-      DataType::kUint16,  DataType::kUint32,  DataType::kUint64};
-  return kTypes;
-}
-
 // Wrapping integer arithmetic without signed-overflow UB or int promotion surprises
 // (uint16 * uint16 promotes to int and can overflow).
 template <typename T>
@@ -270,7 +262,7 @@ class UnaryNumericKernel final : public Kernel {
   F f_;
 };
 
-// Factory for a one-input operator over `allowed` types (a subset of NumericTypes()).
+// Factory for a one-input operator over `allowed` types (float32/16 and integers).
 template <typename F>
 Result<KernelInit> MakeUnaryNumeric(const NodeInfo& node, F f,
                                     std::initializer_list<DataType> allowed) {
