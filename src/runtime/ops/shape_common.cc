@@ -137,6 +137,62 @@ void CopyRow(size_t es, const char* src, int64_t n, int64_t stride, char* dst) {
   }
 }
 
+// dst[a * b_total + b] = src[b * src_stride + a] over an a_n x b_n tile: the
+// input's contiguous axis became the output's second-to-last axis (2-D transpose).
+template <typename T>
+void TransposeTile(const char* src, int64_t src_stride, char* dst, int64_t b_total, int64_t a_n,
+                   int64_t b_n) {
+  const T* s = reinterpret_cast<const T*>(src);
+  T* d = reinterpret_cast<T*>(dst);
+  for (int64_t b = 0; b < b_n; ++b) {
+    for (int64_t a = 0; a < a_n; ++a) d[a * b_total + b] = s[b * src_stride + a];
+  }
+}
+
+void TransposeTileBySize(size_t es, const char* src, int64_t src_stride, char* dst, int64_t b_total,
+                         int64_t a_n, int64_t b_n) {
+  switch (es) {
+    case 1:
+      return TransposeTile<uint8_t>(src, src_stride, dst, b_total, a_n, b_n);
+    case 2:
+      return TransposeTile<uint16_t>(src, src_stride, dst, b_total, a_n, b_n);
+    case 4:
+      return TransposeTile<uint32_t>(src, src_stride, dst, b_total, a_n, b_n);
+    default:
+      return TransposeTile<uint64_t>(src, src_stride, dst, b_total, a_n, b_n);
+  }
+}
+
+// Cache-blocked copy for dims [rest..., A, B] whose strides are [rest..., 1, S].
+void BlockedTransposeCopy(KernelContext& ctx, size_t es, const char* s, const Shape& dims,
+                          const std::vector<int64_t>& st, char* d) {
+  constexpr int64_t kTile = 8;  // 8 rows: power-of-two strides stay within cache associativity
+  const size_t rest_rank = dims.size() - 2;
+  const int64_t a_total = dims[rest_rank], b_total = dims[rest_rank + 1];
+  const int64_t src_stride = st[rest_rank + 1];
+  int64_t rest = 1;
+  for (size_t i = 0; i < rest_rank; ++i) rest *= dims[i];
+  const int64_t a_tiles = (a_total + kTile - 1) / kTile;
+  const auto ies = static_cast<int64_t>(es);
+  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 14) / (kTile * b_total * ies));
+  ctx.ParallelFor(rest * a_tiles, grain, [&](int64_t begin, int64_t end) {
+    for (int64_t u = begin; u < end; ++u) {
+      const int64_t r = u / a_tiles, a0 = (u % a_tiles) * kTile;
+      int64_t off = 0;
+      for (size_t k = rest_rank, q = static_cast<size_t>(r); k-- > 0;) {
+        off += static_cast<int64_t>(q % static_cast<size_t>(dims[k])) * st[k];
+        q /= static_cast<size_t>(dims[k]);
+      }
+      const int64_t a_n = std::min(kTile, a_total - a0);
+      char* dst = d + (r * a_total + a0) * b_total * ies;
+      for (int64_t b0 = 0; b0 < b_total; b0 += kTile) {
+        TransposeTileBySize(es, s + (off + a0 + b0 * src_stride) * ies, src_stride, dst + b0 * ies,
+                            b_total, a_n, std::min(kTile, b_total - b0));
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void StridedCopy(KernelContext& ctx, size_t es, const void* src, Shape shape,
@@ -167,6 +223,11 @@ void StridedCopy(KernelContext& ctx, size_t es, const void* src, Shape shape,
   const int64_t inner = dims.back();
   const int64_t inner_stride = st.back();
   const size_t outer_rank = dims.size() - 1;
+  if (inner_stride != 1 && outer_rank >= 1 && st[outer_rank - 1] == 1 && inner >= 8 &&
+      dims[outer_rank - 1] >= 8 && (es == 1 || es == 2 || es == 4 || es == 8)) {
+    BlockedTransposeCopy(ctx, es, s, dims, st, d);
+    return;
+  }
   int64_t rows = 1;
   for (size_t i = 0; i < outer_rank; ++i) rows *= dims[i];
   const int64_t ies = static_cast<int64_t>(es);

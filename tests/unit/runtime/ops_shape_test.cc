@@ -207,27 +207,31 @@ std::vector<T> NaiveTranspose(const Tensor& x, const std::vector<int64_t>& perm)
 }
 
 TEST(ShapeOpsTest, TransposeAllDtypesAndAttentionPermutation) {
-  const std::vector<std::vector<int64_t>> perms = {
-      {0, 2, 1, 3}, {3, 2, 1, 0}, {1, 0, 2, 3}, {0, 1, 3, 2}, {2, 3, 0, 1}};
+  const std::vector<std::vector<int64_t>> perms = {{0, 2, 1, 3}, {3, 2, 1, 0}, {1, 0, 2, 3},
+                                                   {0, 1, 3, 2}, {2, 3, 0, 1}, {0, 2, 3, 1},
+                                                   {0, 3, 1, 2}};
+  // The second shape takes the cache-blocked path (both transposed axes >= 8).
   for (DataType dt : {DataType::kFloat32, DataType::kInt64, DataType::kFloat16, DataType::kBool}) {
-    Tensor x = Iota(dt, {2, 5, 3, 7});
-    for (const auto& perm : perms) {
-      auto out = OpTester("Transpose", 13, 1).Ints("perm", perm).Run({x});
-      ASSERT_TRUE(out.ok()) << out.status().ToString();
-      const Tensor& y = (*out)[0];
-      ASSERT_EQ(y.dtype(), dt);
-      switch (DataTypeSize(dt)) {
-        case 1:
-          EXPECT_EQ(Values<uint8_t>(y), NaiveTranspose<uint8_t>(x, perm));
-          break;
-        case 2:
-          EXPECT_EQ(Values<uint16_t>(y), NaiveTranspose<uint16_t>(x, perm));
-          break;
-        case 4:
-          EXPECT_EQ(Values<uint32_t>(y), NaiveTranspose<uint32_t>(x, perm));
-          break;
-        default:
-          EXPECT_EQ(Values<uint64_t>(y), NaiveTranspose<uint64_t>(x, perm));
+    for (const Shape& shape : {Shape{2, 5, 3, 7}, Shape{3, 20, 9, 17}}) {
+      Tensor x = Iota(dt, shape);
+      for (const auto& perm : perms) {
+        auto out = OpTester("Transpose", 13, 1).Ints("perm", perm).Run({x});
+        ASSERT_TRUE(out.ok()) << out.status().ToString();
+        const Tensor& y = (*out)[0];
+        ASSERT_EQ(y.dtype(), dt);
+        switch (DataTypeSize(dt)) {
+          case 1:
+            EXPECT_EQ(Values<uint8_t>(y), NaiveTranspose<uint8_t>(x, perm));
+            break;
+          case 2:
+            EXPECT_EQ(Values<uint16_t>(y), NaiveTranspose<uint16_t>(x, perm));
+            break;
+          case 4:
+            EXPECT_EQ(Values<uint32_t>(y), NaiveTranspose<uint32_t>(x, perm));
+            break;
+          default:
+            EXPECT_EQ(Values<uint64_t>(y), NaiveTranspose<uint64_t>(x, perm));
+        }
       }
     }
   }
