@@ -4,13 +4,41 @@
 #include <iostream>
 
 #include "cli/commands.h"
+#include "core/log.h"
 
 namespace infermesh::cli {
+
+GlobalOptions& Globals() {
+  static GlobalOptions globals;
+  return globals;
+}
+
+Result<Config> LoadConfig() {
+  Config config = Config::WithDefaults();
+  const GlobalOptions& g = Globals();
+  if (!g.config_file.empty()) IM_RETURN_IF_ERROR(config.LoadYamlFile(g.config_file));
+  IM_RETURN_IF_ERROR(config.LoadEnvironment());
+  for (const auto& s : g.sets) IM_RETURN_IF_ERROR(config.SetFromFlag(s));
+  IM_RETURN_IF_ERROR(log::Configure(config));
+  return config;
+}
+
+Result<int> IntraOpThreads(const Config& config, int flag) {
+  if (flag >= 0) return flag;
+  IM_ASSIGN_OR_RETURN(int64_t threads, config.GetInt("runtime.intra_op_threads"));
+  if (threads < 0 || threads > 1024) {
+    return InvalidArgument("runtime.intra_op_threads must be 0..1024, got " +
+                           std::to_string(threads));
+  }
+  return static_cast<int>(threads);
+}
 
 int Main(int argc, char** argv) {
   CLI::App app{"infermesh: an inference mesh for ONNX models and text-embedding encoders"};
   app.require_subcommand(1);
   int exit_code = 0;
+  app.add_option("--config", Globals().config_file, "YAML configuration file");
+  app.add_option("--set", Globals().sets, "Override a configuration key: --set key=value");
   AddConformanceCommand(app, exit_code);
   AddRunCommand(app, exit_code);
   AddEmbedCommand(app, exit_code);

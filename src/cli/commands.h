@@ -3,8 +3,25 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/status.h"
 
 namespace infermesh::cli {
+
+// Options every subcommand shares: --config FILE and repeated --set key=value.
+struct GlobalOptions {
+  std::string config_file;
+  std::vector<std::string> sets;
+};
+GlobalOptions& Globals();
+// Defaults, then --config, then INFERMESH_* environment, then --set; also
+// configures logging. Commands call it first.
+Result<Config> LoadConfig();
+// runtime.intra_op_threads unless the command's own --threads flag (>= 0) is set.
+Result<int> IntraOpThreads(const Config& config, int flag);
 
 void AddConformanceCommand(CLI::App& app, int& exit_code);  // conformance.cc
 void AddRunCommand(CLI::App& app, int& exit_code);          // run_command.cc

@@ -11,15 +11,31 @@ namespace {
 struct EmbedCliOptions {
   std::string model;
   std::vector<std::string> texts;
-  int threads = 0;
+  int threads = -1;
   bool no_normalize = false;
   bool no_truncate = false;
   std::string direction = "right";
 };
 
 int Embed(const EmbedCliOptions& opts) {
+  auto config = LoadConfig();
+  if (!config.ok()) {
+    std::cerr << "error: " << config.status().message() << "\n";
+    return 2;
+  }
+  auto threads = IntraOpThreads(*config, opts.threads);
+  if (!threads.ok()) {
+    std::cerr << "error: " << threads.status().message() << "\n";
+    return 2;
+  }
   runtime::SessionOptions so;
-  so.intra_op_threads = opts.threads;
+  so.intra_op_threads = *threads;
+  if (auto max_bytes = config->GetBytes("runtime.max_model_bytes"); max_bytes.ok()) {
+    so.max_model_bytes = *max_bytes;
+  } else {
+    std::cerr << "error: " << max_bytes.status().message() << "\n";
+    return 2;
+  }
   auto model = runtime::EmbeddingModel::Load(opts.model, so);
   if (!model.ok()) {
     std::cerr << "error: " << model.status().ToString() << "\n";
@@ -59,7 +75,8 @@ void AddEmbedCommand(CLI::App& app, int& exit_code) {
   CLI::App* cmd = app.add_subcommand("embed", "Embed texts with a model directory");
   cmd->add_option("--model", opts->model, "Hugging Face–layout model directory")->required();
   cmd->add_option("texts", opts->texts, "Texts to embed")->required();
-  cmd->add_option("--threads", opts->threads, "Intra-op threads (0 = all cores)");
+  cmd->add_option("--threads", opts->threads,
+                  "Intra-op threads (0 = all cores; default runtime.intra_op_threads)");
   cmd->add_flag("--no-normalize", opts->no_normalize, "Do not L2-normalize");
   cmd->add_flag("--no-truncate", opts->no_truncate, "Fail on inputs over the maximum length");
   cmd->add_option("--truncation-direction", opts->direction, "left or right");

@@ -16,7 +16,7 @@ namespace {
 struct RunOptions {
   std::string model;
   std::string input;
-  int threads = 0;
+  int threads = -1;
 };
 
 int RunModel(const RunOptions& opts) {
@@ -36,8 +36,24 @@ int RunModel(const RunOptions& opts) {
               << (ec ? " (" + ec.message() + ")" : "") << "\n";
     return 2;
   }
+  auto config = LoadConfig();
+  if (!config.ok()) {
+    std::cerr << "error: " << config.status().message() << "\n";
+    return 2;
+  }
+  auto threads = IntraOpThreads(*config, opts.threads);
+  if (!threads.ok()) {
+    std::cerr << "error: " << threads.status().message() << "\n";
+    return 2;
+  }
   runtime::SessionOptions so;
-  so.intra_op_threads = opts.threads;
+  so.intra_op_threads = *threads;
+  if (auto max_bytes = config->GetBytes("runtime.max_model_bytes"); max_bytes.ok()) {
+    so.max_model_bytes = *max_bytes;
+  } else {
+    std::cerr << "error: " << max_bytes.status().message() << "\n";
+    return 2;
+  }
   auto session = runtime::Session::Load(opts.model, so);
   if (!session.ok()) {
     std::cerr << "error: " << session.status().ToString() << "\n";
@@ -79,7 +95,8 @@ void AddRunCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--input", opts->input,
                   "JSON object {name: nested array | {dtype, shape, data}}, or @file")
       ->required();
-  cmd->add_option("--threads", opts->threads, "Intra-op threads (0 = all cores)");
+  cmd->add_option("--threads", opts->threads,
+                  "Intra-op threads (0 = all cores; default runtime.intra_op_threads)");
   cmd->callback([opts, &exit_code] { exit_code = RunModel(*opts); });
 }
 

@@ -416,8 +416,13 @@ Result<std::unique_ptr<Session>> Session::Load(const std::string& path,
     return NotFound("model file '" + path + "' does not exist");
   }
   auto size = std::filesystem::file_size(path, ec);
-  if (ec || size > static_cast<uintmax_t>(INT32_MAX)) {
-    return InvalidArgument("model file '" + path + "' is larger than 2 GiB; use external data");
+  if (ec) return NotFound("cannot stat model file '" + path + "': " + ec.message());
+  const auto limit = static_cast<uintmax_t>(
+      std::min<int64_t>(options.max_model_bytes, static_cast<int64_t>(INT32_MAX)));
+  if (size > limit) {
+    return ResourceExhausted("model file '" + path + "' has " + std::to_string(size) +
+                             " bytes, over the limit of " + std::to_string(limit) +
+                             " (runtime.max_model_bytes; larger weights need external data)");
   }
   std::ifstream f(path, std::ios::binary);
   std::string bytes(size, '\0');

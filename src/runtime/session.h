@@ -25,6 +25,9 @@ namespace infermesh::runtime {
 
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 = all cores
+  // Model files larger than this are rejected before reading (protobuf's own
+  // ceiling is 2 GiB; larger weights must use external data).
+  int64_t max_model_bytes = int64_t{2} << 30;
 };
 
 // A graph input or output as declared by the model.

@@ -87,6 +87,38 @@ class RunCommand(unittest.TestCase):
         self.assertIn("does not exist", p.stderr)
 
 
+class ConfigLayers(unittest.TestCase):
+    model = os.path.join(FIXTURES, "mlp", "model.onnx")
+
+    def run_with(self, args, env=None):
+        full_env = dict(os.environ, **(env or {}))
+        return subprocess.run([BIN, *args, "run", "--model", self.model, "--input", "{}"],
+                              capture_output=True, text=True, timeout=60, env=full_env)
+
+    def test_flag_overrides_env_overrides_file(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+            f.write("runtime:\n  max_model_bytes: 1KiB\n")
+        p = self.run_with(["--config", f.name])
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("over the limit of 1024", p.stderr)
+        p = self.run_with(["--config", f.name], {"INFERMESH_RUNTIME_MAX_MODEL_BYTES": "2KiB"})
+        self.assertIn("over the limit of 2048", p.stderr)
+        p = self.run_with(["--config", f.name, "--set", "runtime.max_model_bytes=3KiB"],
+                          {"INFERMESH_RUNTIME_MAX_MODEL_BYTES": "2KiB"})
+        self.assertIn("over the limit of 3072", p.stderr)
+        # With the defaults the model loads; '{}' then lacks its input.
+        p = self.run_with([])
+        self.assertIn("missing input", p.stderr)
+
+    def test_bad_config_is_named(self):
+        p = self.run_with(["--set", "bogus.key=1"])
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("unknown config key 'bogus.key'", p.stderr)
+        p = self.run_with([], {"INFERMESH_RUNTIME_INTRA_OP_THREADS": "many"})
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("env:INFERMESH_RUNTIME_INTRA_OP_THREADS", p.stderr)
+
+
 HF_IDS_JS = r"""
 const [modules, vocab, ...texts] = process.argv.slice(1);
 const tk = require(require('path').resolve(modules, '@anush008/tokenizers'));
