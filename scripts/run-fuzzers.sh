@@ -14,7 +14,8 @@ for target in "$dir"/*_fuzz; do
   [ -d "$seeds" ] && cp -r "$seeds"/. "$work"/ 2>/dev/null || true
   echo "fuzz: $name for ${secs}s"
   if ! "$target" "$work" -max_total_time="$secs" -rss_limit_mb=4096 -malloc_limit_mb=2048 \
-      -timeout=20 -print_final_stats=0 >"$work.log" 2>&1; then
+      -timeout=20 -print_final_stats=0 \
+      -artifact_prefix="$root/build/fuzz/crash-$name-" >"$work.log" 2>&1; then
     echo "fuzz: $name FAILED"; tail -n 40 "$work.log"; status=1
   fi
   rm -rf "$work" "$work.log"

@@ -193,18 +193,6 @@ Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
 
   IM_ASSIGN_OR_RETURN(std::vector<int> order, TopologicalOrder(graph, known));
 
-  // ONNX's own shape inference runs once, strictly: it rejects graphs whose
-  // declared shapes and types contradict their operators, naming the node, and
-  // records symbolic shapes (batch, sequence) for every value.
-  try {
-    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
-                                       onnx::ShapeInferenceOptions(/*check_type=*/true,
-                                                                   /*strict_mode=*/1,
-                                                                   /*data_prop=*/false));
-  } catch (const std::exception& e) {
-    return InvalidArgument(std::string("shape inference failed: ") + e.what());
-  }
-
   const KernelRegistry& registry = KernelRegistry::Global();
   for (int index : order) {
     const onnx::NodeProto& proto = graph.node(index);
@@ -276,6 +264,20 @@ Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
       continue;
     }
     nodes_.push_back(std::move(planned));
+  }
+
+  // ONNX's own shape inference runs once, strictly: it rejects graphs whose
+  // declared shapes and types contradict their operators, naming the node, and
+  // records symbolic shapes (batch, sequence) for every value. It runs only after
+  // every kernel factory has validated its node's attributes: libonnx 1.12 divides
+  // by a zero Conv stride, for one, where our factory has already said no.
+  try {
+    onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
+                                       onnx::ShapeInferenceOptions(/*check_type=*/true,
+                                                                   /*strict_mode=*/1,
+                                                                   /*data_prop=*/false));
+  } catch (const std::exception& e) {
+    return InvalidArgument(std::string("shape inference failed: ") + e.what());
   }
 
   for (const auto& out : graph.output()) {

@@ -5,6 +5,8 @@
 #include <gtest/gtest.h>
 #include <onnx/onnx_pb.h>
 
+#include <fstream>
+
 #include "runtime/memory_pool.h"
 #include "runtime/onnx_tensor.h"
 
@@ -177,6 +179,18 @@ TEST(SessionTest, AbsurdInitializerDimensionsAreRejected) {
   auto short_data = LoadModel(m);
   ASSERT_FALSE(short_data.ok());
   EXPECT_EQ(short_data.status().code(), StatusCode::kDataLoss);
+}
+
+TEST(SessionTest, FuzzRegressionConvWithZeroStride) {
+  // Found by onnx_loader_fuzz: libonnx's shape inference divides by the stride.
+  std::ifstream f(std::string(INFERMESH_SOURCE_DIR) +
+                      "/tests/fuzz/corpus/onnx_loader/regression-conv-zero-stride.onnx",
+                  std::ios::binary);
+  ASSERT_TRUE(f);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto r = Session::LoadFromBytes(bytes, "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("Conv"), std::string::npos) << r.status().ToString();
 }
 
 TEST(SessionTest, OpsetOutOfRangeIsRejected) {
