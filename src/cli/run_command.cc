@@ -78,11 +78,13 @@ int RunModel(const RunOptions& opts) {
     std::cerr << "error: " << outputs.status().ToString() << "\n";
     return 1;
   }
-  boost::json::object result;
+  std::string result = "{";
   for (size_t i = 0; i < outputs->size(); ++i) {
-    result[(*session)->outputs()[i].name] = TensorToJson((*outputs)[i]);
+    if (i) result += ",";
+    result += boost::json::serialize(boost::json::string((*session)->outputs()[i].name));
+    result += ":" + TensorToJsonText((*outputs)[i]);
   }
-  std::cout << boost::json::serialize(result) << "\n";
+  std::cout << result << "}\n";
   return 0;
 }
 

@@ -143,30 +143,31 @@ void AppendFloat(std::string& out, float f) {
   out.append(buf, p);
 }
 
-boost::json::object TensorToJson(const Tensor& t) {
-  boost::json::array shape;
-  for (int64_t d : t.shape()) shape.push_back(d);
-  boost::json::array data;
-  data.reserve(static_cast<size_t>(t.numel()));
-  bool is_float = t.dtype() == DataType::kFloat32 || t.dtype() == DataType::kFloat16 ||
-                  t.dtype() == DataType::kFloat64 || t.dtype() == DataType::kBFloat16;
+std::string TensorToJsonText(const Tensor& t) {
+  std::string out = "{\"dtype\":\"" + runtime::DataTypeName(t.dtype()) + "\",\"shape\":[";
+  for (size_t i = 0; i < t.rank(); ++i) {
+    if (i) out += ",";
+    out += std::to_string(t.dim(i));
+  }
+  out += "],\"data\":[";
+  const bool is_float = t.dtype() == DataType::kFloat32 || t.dtype() == DataType::kFloat16 ||
+                        t.dtype() == DataType::kFloat64 || t.dtype() == DataType::kBFloat16;
   for (int64_t i = 0; i < t.numel(); ++i) {
-    if (is_float) {
-      double x = t.GetAsDouble(i);
-      if (std::isfinite(x)) {
-        data.push_back(x);
-      } else {
-        data.push_back(nullptr);
-      }
+    if (i) out += ",";
+    if (t.dtype() == DataType::kFloat64) {
+      double x = t.data<double>()[i];
+      char buf[32];
+      auto [p, ec] = std::to_chars(buf, buf + sizeof buf, x);
+      out.append(std::isfinite(x) ? std::string(buf, p) : "null");
+    } else if (is_float) {
+      AppendFloat(out, static_cast<float>(t.GetAsDouble(i)));
     } else if (t.dtype() == DataType::kBool) {
-      data.push_back(t.GetAsInt64(i) != 0);
+      out += t.GetAsInt64(i) ? "true" : "false";
     } else {
-      data.push_back(t.GetAsInt64(i));
+      out += std::to_string(t.GetAsInt64(i));
     }
   }
-  return {{"dtype", runtime::DataTypeName(t.dtype())},
-          {"shape", std::move(shape)},
-          {"data", std::move(data)}};
+  return out + "]}";
 }
 
 }  // namespace infermesh::cli

@@ -15,7 +15,8 @@ namespace infermesh::cli {
 Result<runtime::DataType> ParseDataType(std::string_view name);
 Result<runtime::Tensor> TensorFromJson(const boost::json::value& v,
                                        runtime::DataType declared_type);
-boost::json::object TensorToJson(const runtime::Tensor& t);
+// {"dtype": ..., "shape": [...], "data": [...]} with floats in shortest round-trip form.
+std::string TensorToJsonText(const runtime::Tensor& t);
 // Appends the shortest round-trip decimal form of f ("NaN"/"Infinity" as strings
 // would not be JSON; non-finite values are written as null).
 void AppendFloat(std::string& out, float f);
