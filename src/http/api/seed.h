@@ -1,0 +1,54 @@
+// The seed-compatible generic tensor API: POST /infer and GET /health.
+//
+//   auto req = ParseSeedInferRequest(body, limits);   // errors: 400 {"error": ...}
+//   SeedInferResponse r{req->request_id, output, node_id, cached, micros};
+//   auto json = SerializeSeedInferResponse(r);
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "http/api/api_error.h"
+
+namespace infermesh::http::api {
+
+// {request_id?: string, input_data: [number], non-empty}. A missing request_id is left
+// empty for the handler to fill in.
+struct SeedInferRequest {
+  std::string request_id;
+  std::vector<float> input_data;
+};
+ApiResult<SeedInferRequest> ParseSeedInferRequest(std::string_view body,
+                                                  const ParseLimits& limits = {});
+
+struct SeedInferResponse {
+  std::string request_id;
+  std::span<const float> output_data;
+  std::string node_id;
+  bool cached = false;
+  int64_t inference_time_us = 0;
+};
+// {"request_id","output_data":[f32],"node_id","cached","inference_time_us"}; NaN/Inf → 424.
+ApiResult<std::string> SerializeSeedInferResponse(const SeedInferResponse& r);
+
+struct SeedBatchStats {
+  uint64_t total_batches = 0;
+  double avg_batch_size = 0;
+  uint64_t timeout_batches = 0;
+  uint64_t full_batches = 0;
+};
+struct SeedHealth {
+  bool healthy = true;
+  std::string node_id;
+  uint64_t total_requests = 0;
+  uint64_t cache_hits = 0;
+  uint64_t cache_size = 0;
+  double cache_hit_rate = 0;  // non-finite (0/0) is written as 0
+  SeedBatchStats batch_processor;
+};
+std::string SerializeSeedHealth(const SeedHealth& h);
+
+}  // namespace infermesh::http::api
