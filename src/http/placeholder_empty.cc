@@ -1,2 +1,0 @@
-// Keeps infermesh_http a valid library until its first sources land; removed then.
-namespace infermesh::http {}
