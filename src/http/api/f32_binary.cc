@@ -71,7 +71,8 @@ Result<F32Rows> DecodeF32Rows(std::string_view body, size_t max_elements) {
   m.rows = GetU32(body.data() + 8);
   m.dims = GetU32(body.data() + 12);
   const uint64_t elements = uint64_t{m.rows} * m.dims;  // < 2^64, no overflow
-  if (elements > max_elements) {
+  // rows alone is bounded too: 4e9 rows of 0 dims is no data but a long loop downstream.
+  if (elements > max_elements || m.rows > max_elements) {
     return ResourceExhausted("f32 rows: " + std::to_string(m.rows) + " x " +
                              std::to_string(m.dims) + " exceeds the limit of " +
                              std::to_string(max_elements) + " values");

@@ -40,7 +40,7 @@ struct F32Rows {
 Result<std::string> EncodeF32Rows(const FloatRowsView& rows);
 
 // DataLoss on a short or long body, bad magic, unknown version or flags; ResourceExhausted
-// when rows * dims exceeds max_elements.
+// when rows * dims, or rows alone, exceeds max_elements.
 Result<F32Rows> DecodeF32Rows(std::string_view body, size_t max_elements);
 
 }  // namespace infermesh::http::api

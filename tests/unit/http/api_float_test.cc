@@ -213,6 +213,11 @@ TEST(ApiF32Binary, RoundTripAndStrictDecode) {
             StatusCode::kDataLoss);
   EXPECT_EQ(DecodeF32Rows(bad, size_t{1} << 40).status().code(), StatusCode::kResourceExhausted);
 
+  bad = enc->substr(0, 16);  // 2^32-1 rows of 0 dims: no payload, still refused
+  std::memset(bad.data() + 8, 0xFF, 4);
+  std::memset(bad.data() + 12, 0, 4);
+  EXPECT_EQ(DecodeF32Rows(bad, 100).status().code(), StatusCode::kResourceExhausted);
+
   std::vector<std::vector<float>> ragged = {{1, 2}, {3}};
   EXPECT_EQ(EncodeF32Rows(ragged).status().code(), StatusCode::kInvalidArgument);
   auto empty = EncodeF32Rows(std::vector<std::vector<float>>{});
