@@ -4,7 +4,7 @@
 //   auto req = ParseTeiEmbedRequest(body, limits);
 //   if (!req.ok()) return Reply(req.error().status, TeiErrorBody(req.error()));
 //
-// Statuses by API (decisions.md, "Public API error statuses"):
+// Statuses by API (the decision lives here; docs should point at this header):
 //   TEI     malformed JSON 400, wrong types / missing fields 422 (axum's Json extractor,
 //           which TEI uses), empty `inputs` 400 "Empty", limits 413 "Validation".
 //   OpenAI  every request error 400 "invalid_request_error", with `param` set.
