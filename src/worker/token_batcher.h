@@ -32,8 +32,10 @@
 //
 // Threads: Enqueue(), Stats() and Shutdown() may be called from any thread. The
 // backend, the completion callbacks and the observer run on the inference thread (or
-// on the RunOnce() caller), never under the batcher's lock; a callback may call
-// Enqueue() but must not call Shutdown() or block for long.
+// on the RunOnce() caller), never under the batcher's lock. A callback may call
+// Enqueue(), and Shutdown() (which then only stops admission: the thread drains and
+// exits, and the owner's Shutdown() or destructor joins it); it must not destroy the
+// batcher, and should hand work off rather than block, since it delays the next batch.
 #pragma once
 
 #include <chrono>
