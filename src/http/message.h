@@ -78,7 +78,9 @@ class Responder {
   void Send(Response response);
 
   // True once the client has disconnected while the request was pending, or the
-  // server has force-closed the connection. Cheap (one atomic load).
+  // server has force-closed the connection. Cheap (one atomic load). Detection watches
+  // the socket for EOF/reset, so a client that half-closes (shutdown(SHUT_WR)) after
+  // sending counts as gone, and one that pipelined its next request is not watched.
   bool cancelled() const { return cancel_ && cancel_->load(std::memory_order_relaxed); }
   // The same flag, for code (batchers) that outlives the Responder.
   std::shared_ptr<const std::atomic<bool>> cancel_flag() const { return cancel_; }

@@ -59,6 +59,7 @@ struct ServerOptions {
   std::function<std::string(int status, std::string_view message)> error_body;
   // Called once per completed request (metrics, access logs), on the I/O thread, after
   // the response was written (status 499 when the client left before it could be).
+  // `Request::route` is "" for 404/405 and for requests rejected before routing.
   std::function<void(const Request&, int status, std::chrono::nanoseconds duration)> on_complete;
 };
 
