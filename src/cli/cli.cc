@@ -42,6 +42,7 @@ int Main(int argc, char** argv) {
   AddConformanceCommand(app, exit_code);
   AddRunCommand(app, exit_code);
   AddEmbedCommand(app, exit_code);
+  AddWorkerCommand(app, exit_code);
   AddDemoModelCommand(app, exit_code);
   try {
     app.parse(argc, argv);

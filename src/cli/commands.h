@@ -26,6 +26,7 @@ Result<int> IntraOpThreads(const Config& config, int flag);
 void AddConformanceCommand(CLI::App& app, int& exit_code);  // conformance.cc
 void AddRunCommand(CLI::App& app, int& exit_code);          // run_command.cc
 void AddEmbedCommand(CLI::App& app, int& exit_code);        // embed_command.cc
+void AddWorkerCommand(CLI::App& app, int& exit_code);       // worker_command.cc
 void AddDemoModelCommand(CLI::App& app, int& exit_code);    // demo_command.cc
 
 }  // namespace infermesh::cli

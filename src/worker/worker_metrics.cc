@@ -1,0 +1,94 @@
+#include "worker/worker_metrics.h"
+
+namespace infermesh::worker {
+namespace {
+
+std::vector<double> LatencyBuckets() { return metrics::ExponentialBuckets(0.0005, 2, 16); }
+
+}  // namespace
+
+WorkerMetrics::WorkerMetrics(metrics::Registry& r)
+    : requests(r.Counter("infermesh_http_requests_total", "HTTP requests by route and status",
+                         {"route", "status"})),
+      request_seconds(r.Histogram("infermesh_http_request_duration_seconds",
+                                  "HTTP request duration by route", {"route"}, LatencyBuckets())),
+      rejected(r.Counter("infermesh_requests_rejected_total",
+                         "Requests refused before compute, by reason", {"reason"})),
+      queue_seconds(r.Histogram("infermesh_queue_time_seconds",
+                                "Time from enqueue to the start of the batch", {"model"},
+                                LatencyBuckets())),
+      tokenization_seconds(r.Histogram("infermesh_tokenization_seconds",
+                                       "Tokenization time per request", {"model"},
+                                       LatencyBuckets())),
+      inference_seconds(r.Histogram("infermesh_inference_seconds", "Backend time per batch",
+                                    {"model"}, LatencyBuckets())),
+      batch_size(r.Histogram("infermesh_batch_size", "Rows per batch", {"model"},
+                             metrics::ExponentialBuckets(1, 2, 10))),
+      batch_tokens(r.Histogram("infermesh_batch_tokens", "Real tokens per text batch", {"model"},
+                               metrics::ExponentialBuckets(16, 2, 12))),
+      model_ready(
+          r.Gauge("infermesh_model_ready", "1 when the model is loaded and warmed", {"model"})),
+      model_load_seconds(
+          r.Gauge("infermesh_model_load_seconds", "Time to load and warm the model", {"model"})),
+      ready(r.Gauge("infermesh_worker_ready", "1 while the worker accepts requests")),
+      registry_(r) {}
+
+void WorkerMetrics::ObserveRequest(const std::string& route, int status,
+                                   std::chrono::nanoseconds d) {
+  requests.WithLabels({route, std::to_string(status)}).Inc();
+  request_seconds.WithLabels({route}).Observe(std::chrono::duration<double>(d).count());
+}
+
+void WorkerMetrics::ObserveBatch(const std::string& model, const BatchRecord& b) {
+  batch_size.WithLabels({model}).Observe(double(b.rows));
+  if (b.tokens > 0) batch_tokens.WithLabels({model}).Observe(double(b.tokens));
+  inference_seconds.WithLabels({model}).Observe(std::chrono::duration<double>(b.inference).count());
+}
+
+void WorkerMetrics::BindGauges(std::function<LruCacheStats()> cache,
+                               std::function<ThreadPoolStats()> tokenize,
+                               std::function<double()> in_flight) {
+  if (cache) {
+    auto stat = [cache](uint64_t LruCacheStats::*field) {
+      return [cache, field] { return double(cache().*field); };
+    };
+    bindings_.push_back(registry_.CallbackCounter("infermesh_cache_hits_total", "Cache hits")
+                            .Bind(stat(&LruCacheStats::hits)));
+    bindings_.push_back(registry_.CallbackCounter("infermesh_cache_misses_total", "Cache misses")
+                            .Bind(stat(&LruCacheStats::misses)));
+    bindings_.push_back(
+        registry_.CallbackCounter("infermesh_cache_evictions_total", "Cache evictions")
+            .Bind(stat(&LruCacheStats::evictions)));
+    bindings_.push_back(
+        registry_.CallbackGauge("infermesh_cache_bytes", "Bytes charged to the cache")
+            .Bind(stat(&LruCacheStats::bytes)));
+    bindings_.push_back(registry_.CallbackGauge("infermesh_cache_entries", "Entries in the cache")
+                            .Bind(stat(&LruCacheStats::entries)));
+  }
+  auto pool = [tokenize](auto field) {
+    return [tokenize, field] { return double(tokenize().*field); };
+  };
+  bindings_.push_back(
+      registry_.CallbackGauge("infermesh_thread_pool_workers", "Threads in the pool", {"pool"})
+          .Bind({"tokenize"}, pool(&ThreadPoolStats::workers)));
+  bindings_.push_back(
+      registry_.CallbackGauge("infermesh_thread_pool_active", "Tasks running in the pool", {"pool"})
+          .Bind({"tokenize"}, pool(&ThreadPoolStats::active)));
+  bindings_.push_back(
+      registry_.CallbackGauge("infermesh_thread_pool_queued", "Tasks waiting in the pool", {"pool"})
+          .Bind({"tokenize"}, pool(&ThreadPoolStats::queued)));
+  bindings_.push_back(
+      registry_.CallbackGauge("infermesh_requests_in_flight", "Admitted requests not yet answered")
+          .Bind(std::move(in_flight)));
+}
+
+void WorkerMetrics::BindQueue(const std::string& model, std::function<double()> depth) {
+  bindings_.push_back(registry_
+                          .CallbackGauge("infermesh_queue_requests",
+                                         "Requests waiting in the model's batcher", {"model"})
+                          .Bind({model}, std::move(depth)));
+}
+
+void WorkerMetrics::Unbind() { bindings_.clear(); }
+
+}  // namespace infermesh::worker

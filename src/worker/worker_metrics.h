@@ -1,0 +1,51 @@
+// WorkerMetrics: every metric the worker exports, registered once in the process
+// registry (Prometheus text at /metrics, `infermesh_` prefix).
+//
+// Requests by route and status and their durations; rejections by reason; queue
+// depth, queue time, tokenization and inference time per model; batch-size and
+// batch-token histograms; the cache; thread pools; model load time and readiness.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/lru_cache.h"
+#include "core/metrics.h"
+#include "core/thread_pool.h"
+#include "worker/batcher_common.h"
+
+namespace infermesh::worker {
+
+class WorkerMetrics {
+ public:
+  explicit WorkerMetrics(metrics::Registry& registry);
+
+  void ObserveRequest(const std::string& route, int status, std::chrono::nanoseconds d);
+  void ObserveBatch(const std::string& model, const BatchRecord& b);
+  // Scrape-time gauges; `cache` may be empty when the cache is off.
+  void BindGauges(std::function<LruCacheStats()> cache, std::function<ThreadPoolStats()> tokenize,
+                  std::function<double()> in_flight);
+  void BindQueue(const std::string& model, std::function<double()> depth);
+  // Drops every scrape-time binding (before the objects they read are destroyed).
+  void Unbind();
+
+  metrics::CounterFamily& requests;
+  metrics::HistogramFamily& request_seconds;
+  metrics::CounterFamily& rejected;
+  metrics::HistogramFamily& queue_seconds;
+  metrics::HistogramFamily& tokenization_seconds;
+  metrics::HistogramFamily& inference_seconds;
+  metrics::HistogramFamily& batch_size;
+  metrics::HistogramFamily& batch_tokens;
+  metrics::GaugeFamily& model_ready;
+  metrics::GaugeFamily& model_load_seconds;
+  metrics::GaugeFamily& ready;
+
+ private:
+  metrics::Registry& registry_;
+  std::vector<metrics::CallbackBinding> bindings_;
+};
+
+}  // namespace infermesh::worker
