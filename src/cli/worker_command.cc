@@ -21,6 +21,10 @@ struct WorkerCliOptions {
 int RunWorker(const WorkerCliOptions& cli) {
   // Block the stop signals in every thread (threads inherit the mask) and wait
   // for them here, so no handler runs in an arbitrary thread.
+  // A shell starts background jobs with SIGINT ignored, and an ignored signal is
+  // discarded even while blocked: restore the default first so sigwait sees it.
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
   sigset_t stop;
   sigemptyset(&stop);
   sigaddset(&stop, SIGINT);
