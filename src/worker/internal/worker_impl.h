@@ -1,0 +1,206 @@
+// Internals of WorkerService shared by its .cc files: the Impl struct, the
+// per-model state and small response helpers. Not part of the worker's API.
+#pragma once
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include "core/hash.h"
+#include "core/log.h"
+#include "core/lru_cache.h"
+#include "core/metrics.h"
+#include "core/thread_pool.h"
+#include "http/api/api_error.h"
+#include "http/api/kserve.h"
+#include "http/api/openai.h"
+#include "http/api/seed.h"
+#include "http/api/tei.h"
+#include "http/router.h"
+#include "http/server.h"
+#include "worker/model_registry.h"
+#include "worker/worker_metrics.h"
+#include "worker/worker_service.h"
+
+namespace infermesh::worker {
+namespace internal {
+
+using http::Request;
+using http::Responder;
+using http::Response;
+using http::api::ApiError;
+using std::chrono::duration_cast;
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+using std::chrono::nanoseconds;
+using std::chrono::steady_clock;
+
+inline constexpr const char* kVersion = "0.1.0";
+
+// A cached result: the pooled, un-normalized row (normalization and `dimensions`
+// are applied per request) and the input's token count (for OpenAI's usage).
+struct CachedRow {
+  std::vector<float> values;
+  int64_t tokens = 0;
+};
+using RowCache = ShardedLruCache<CachedRow>;
+
+inline std::string Millis(nanoseconds d) {
+  return std::to_string(duration_cast<milliseconds>(d).count());
+}
+
+// Shared, because batcher callbacks are std::function (copyable) and a Responder
+// is move-only.
+using SharedResponder = std::shared_ptr<Responder>;
+
+inline void Send(Responder& r, int status, std::string body,
+                 std::vector<std::pair<std::string, std::string>> headers = {},
+                 std::string content_type = "application/json") {
+  Response resp;
+  resp.status = status;
+  resp.body = std::move(body);
+  resp.headers = std::move(headers);
+  resp.content_type = std::move(content_type);
+  r.Send(std::move(resp));
+}
+
+inline void SendTeiError(Responder& r, const ApiError& e) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (e.status == 429) headers.emplace_back("retry-after", "1");
+  Send(r, e.status, http::api::TeiErrorBody(e), std::move(headers));
+}
+
+inline void SendOpenAiError(Responder& r, const ApiError& e) {
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (e.status == 429) headers.emplace_back("retry-after", "1");
+  Send(r, e.status, http::api::OpenAiErrorBody(e), std::move(headers));
+}
+
+inline ApiError FromBatchStatus(const Status& s) {
+  switch (s.code()) {
+    case StatusCode::kResourceExhausted:
+      return http::api::TeiOverloadedError("model queue is full: " + s.message());
+    case StatusCode::kDeadlineExceeded:
+    case StatusCode::kUnavailable:
+    case StatusCode::kCancelled:
+      return http::api::TeiUnhealthyError(s.message());
+    default:
+      return http::api::TeiBackendError(s.message());
+  }
+}
+
+inline void L2Normalize(std::vector<float>& v) {
+  double sum = 0;
+  for (float x : v) sum += double(x) * x;
+  if (sum <= 0) return;
+  const float inv = static_cast<float>(1.0 / std::sqrt(sum));
+  for (float& x : v) x *= inv;
+}
+
+// Keeps a request counted in max_concurrent_requests until its response is sent.
+class AdmissionTicket {
+ public:
+  explicit AdmissionTicket(std::atomic<int64_t>* in_flight) : in_flight_(in_flight) {}
+  ~AdmissionTicket() { in_flight_->fetch_sub(1, std::memory_order_relaxed); }
+  AdmissionTicket(const AdmissionTicket&) = delete;
+  AdmissionTicket& operator=(const AdmissionTicket&) = delete;
+
+ private:
+  std::atomic<int64_t>* in_flight_;
+};
+
+struct TextModel {
+  const ModelEntry* entry = nullptr;
+  std::unique_ptr<TokenBudgetBatcher> batcher;
+};
+
+struct TensorModel {
+  const ModelEntry* entry = nullptr;
+  std::unique_ptr<SizeDelayBatcher> batcher;
+};
+
+// What the embedding pipeline hands back: raw rows in input order.
+struct EmbedOutcome {
+  std::vector<std::shared_ptr<const CachedRow>> rows;
+  int64_t prompt_tokens = 0;
+  nanoseconds tokenization{0};
+  BatchTimings batch;
+  bool all_cached = true;
+};
+
+// One text input to embed: text, or pre-tokenized ids (OpenAI).
+struct TextInput {
+  std::string text;
+  std::vector<uint32_t> ids;
+  bool is_ids = false;
+};
+
+}  // namespace internal
+
+struct WorkerService::Impl {
+  using Request = http::Request;
+  using Responder = http::Responder;
+  using ApiError = http::api::ApiError;
+  using AdmissionTicket = internal::AdmissionTicket;
+  using CachedRow = internal::CachedRow;
+  using EmbedOutcome = internal::EmbedOutcome;
+  using RowCache = internal::RowCache;
+  using TensorModel = internal::TensorModel;
+  using TextInput = internal::TextInput;
+  using TextModel = internal::TextModel;
+  using nanoseconds = std::chrono::nanoseconds;
+  using steady_clock = std::chrono::steady_clock;
+
+  WorkerOptions options;
+  ModelRegistry registry;
+  std::map<std::string, TextModel> text_models;
+  std::map<std::string, TensorModel> tensor_models;
+  std::unique_ptr<ThreadPool> tokenize_pool;
+  std::unique_ptr<ThreadPool> kserve_pool;  // runs KServe requests on tensor models
+  std::unique_ptr<RowCache> cache;
+  std::unique_ptr<WorkerMetrics> metrics;
+  std::unique_ptr<http::HttpServer> server;
+  std::atomic<bool> ready{false};
+  std::atomic<int64_t> in_flight{0};
+  std::atomic<uint64_t> total_requests{0};
+  std::atomic<uint64_t> cache_hits{0};
+  std::once_flag shutdown_once;
+  http::api::ParseLimits limits;
+
+  // ---- admission -------------------------------------------------------------
+  // Returns a ticket, or null after answering 429 (or 503 when not ready).
+  std::shared_ptr<AdmissionTicket> Admit(Responder& r, bool openai);
+  // ---- cache keys ------------------------------------------------------------
+  static std::string TextKey(const ModelEntry& m, const TextInput& in, bool truncate,
+                             runtime::TruncationSide side);
+  // ---- the embedding pipeline ----------------------------------------------
+  // Looks inputs up in the cache, tokenizes misses on the tokenize pool, queues
+  // them and calls `finish` exactly once (on some thread) with the rows or an error.
+  void Embed(TextModel& model, std::vector<TextInput> inputs, bool truncate,
+             runtime::TruncationSide side, steady_clock::time_point deadline, CancelFlag cancel,
+             std::function<void(http::api::ApiResult<EmbedOutcome>)> finish);
+  TextModel* TextModelFor(const std::string& name);
+  // ---- TEI -------------------------------------------------------------------
+  void HandleEmbed(Request& req, Responder responder);
+  static std::vector<std::pair<std::string, std::string>> TimingHeaders(const EmbedOutcome& o,
+                                                                        nanoseconds total);
+  void HandleTokenize(Request& req, Responder responder);
+  void HandleInfo(Request&, Responder responder);
+  // ---- OpenAI ----------------------------------------------------------------
+  void HandleOpenAi(Request& req, Responder responder);
+  // ---- seed /infer and /health ---------------------------------------------
+  void HandleInfer(Request& req, Responder responder);
+  void HandleHealth(Request&, Responder responder);
+  void HandleThreadPools(Request&, Responder responder);
+  // ---- KServe v2 -------------------------------------------------------------
+  void HandleKServeModel(Request& req, Responder responder, bool ready_only);
+  static std::string KServeTypeName(runtime::DataType t);
+  static Result<runtime::DataType> RuntimeType(const std::string& kserve);
+  void HandleKServeInfer(Request& req, Responder responder);
+  void BuildRouter(http::Router& r);
+};
+
+}  // namespace infermesh::worker

@@ -1,0 +1,264 @@
+// WorkerService handlers for tensor models (seed /infer, KServe v2) and the
+// health endpoints.
+#include "worker/internal/worker_impl.h"
+
+namespace infermesh::worker {
+
+using namespace internal;  // NOLINT: this file implements the internals
+
+// ---- seed /infer and /health ---------------------------------------------
+void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
+  auto ticket = Admit(responder, false);
+  if (!ticket) return;
+  auto parsed = http::api::ParseSeedInferRequest(req.body, limits);
+  if (!parsed.ok()) return SendTeiError(responder, parsed.error());
+  const ModelEntry* entry = registry.DefaultTensor();
+  if (entry == nullptr) {
+    return SendTeiError(responder,
+                        http::api::TeiUnhealthyError("no tensor model is loaded on this worker"));
+  }
+  TensorModel& model = tensor_models.at(entry->name);
+  if (static_cast<int64_t>(parsed->input_data.size()) != entry->feature_size) {
+    return SendTeiError(
+        responder,
+        http::api::TeiValidationError(
+            "input_data has " + std::to_string(parsed->input_data.size()) + " values; model '" +
+                entry->name + "' expects " + std::to_string(entry->feature_size),
+            "input_data"));
+  }
+  KeyBuilder k;
+  k.AddString("tensor").AddString(entry->name).AddString(entry->version);
+  k.AddString(std::string_view(reinterpret_cast<const char*>(parsed->input_data.data()),
+                               parsed->input_data.size() * sizeof(float)));
+  std::string material = std::move(k).TakeMaterial();
+  if (cache) {
+    if (auto hit = cache->Lookup(material)) {
+      cache_hits.fetch_add(1, std::memory_order_relaxed);
+      http::api::SeedInferResponse out;
+      out.request_id = parsed->request_id;
+      out.output_data = hit->values;
+      out.node_id = options.node_id;
+      out.cached = true;
+      auto body = http::api::SerializeSeedInferResponse(out);
+      if (!body.ok()) return SendTeiError(responder, body.error());
+      return Send(responder, 200, std::move(body).value());
+    }
+  }
+  auto shared = std::make_shared<Responder>(std::move(responder));
+  TensorBatchItem item;
+  item.input = std::move(parsed->input_data);
+  item.deadline = req.received + options.request_timeout;
+  item.cancel = shared->cancel_flag();
+  auto request_id = std::make_shared<std::string>(std::move(parsed->request_id));
+  auto key = std::make_shared<std::string>(std::move(material));
+  item.done = [this, shared, ticket, request_id, key](Result<std::vector<float>> r,
+                                                      BatchTimings t) {
+    if (!r.ok()) return SendTeiError(*shared, FromBatchStatus(r.status()));
+    auto row = std::make_shared<CachedRow>();
+    row->values = std::move(r).value();
+    if (cache) cache->Insert(*key, row);
+    http::api::SeedInferResponse out;
+    out.request_id = *request_id;
+    out.output_data = row->values;
+    out.node_id = options.node_id;
+    out.inference_time_us = duration_cast<microseconds>(t.inference).count();
+    auto body = http::api::SerializeSeedInferResponse(out);
+    if (!body.ok()) return SendTeiError(*shared, body.error());
+    Send(*shared, 200, std::move(body).value());
+  };
+  Status s = model.batcher->Enqueue(std::move(item));
+  if (!s.ok()) {
+    metrics->rejected.WithLabels({"queue_full"}).Inc();
+    SendTeiError(*shared, FromBatchStatus(s));
+  }
+}
+
+void WorkerService::Impl::HandleHealth(Request&, Responder responder) {
+  http::api::SeedHealth h;
+  h.healthy = ready.load();
+  h.node_id = options.node_id;
+  h.total_requests = total_requests.load();
+  h.cache_hits = cache_hits.load();
+  if (cache) {
+    auto s = cache->Stats();
+    h.cache_size = s.entries;
+    const double lookups = double(s.hits + s.misses);
+    h.cache_hit_rate = lookups > 0 ? double(s.hits) / lookups : 0.0;
+  }
+  uint64_t rows = 0;
+  for (auto& [name, m] : tensor_models) {
+    auto s = m.batcher->Stats();
+    h.batch_processor.total_batches += static_cast<uint64_t>(s.total_batches);
+    h.batch_processor.full_batches += static_cast<uint64_t>(s.full_batches);
+    h.batch_processor.timeout_batches += static_cast<uint64_t>(s.timeout_batches);
+    rows += static_cast<uint64_t>(s.batch_rows);
+  }
+  for (auto& [name, m] : text_models) {
+    auto s = m.batcher->Stats();
+    h.batch_processor.total_batches += static_cast<uint64_t>(s.batches);
+    rows += static_cast<uint64_t>(s.batch_rows);
+  }
+  if (h.batch_processor.total_batches > 0) {
+    h.batch_processor.avg_batch_size = double(rows) / double(h.batch_processor.total_batches);
+  }
+  Send(responder, h.healthy ? 200 : 503, http::api::SerializeSeedHealth(h));
+}
+
+void WorkerService::Impl::HandleThreadPools(Request&, Responder responder) {
+  boost::json::array pools;
+  auto add = [&](const std::string& name, int workers, int64_t active, int64_t queued,
+                 int64_t completed) {
+    pools.push_back(boost::json::object{{"name", name},
+                                        {"workers", workers},
+                                        {"active_tasks", active},
+                                        {"queue", queued},
+                                        {"completed", completed}});
+  };
+  add("io", options.io_threads, in_flight.load(), 0, static_cast<int64_t>(total_requests.load()));
+  for (auto* pool : {tokenize_pool.get(), kserve_pool.get()}) {
+    auto s = pool->Stats();
+    add(s.name, s.workers, s.active, s.queued, s.completed);
+  }
+  for (auto& [name, m] : text_models) {
+    auto s = m.batcher->Stats();
+    add("inference:" + name, 1, 0, s.queue_requests, s.batches);
+  }
+  for (auto& [name, m] : tensor_models) {
+    auto s = m.batcher->Stats();
+    add("inference:" + name, 1, 0, s.queue_requests, s.total_batches);
+  }
+  add("intra_op", options.intra_op_threads > 0 ? options.intra_op_threads : HardwareThreads(), 0, 0,
+      0);
+  Send(responder, 200, boost::json::serialize(boost::json::object{{"pools", std::move(pools)}}));
+}
+
+// ---- KServe v2 -------------------------------------------------------------
+void WorkerService::Impl::HandleKServeModel(Request& req, Responder responder, bool ready_only) {
+  const std::string& name = req.path_params["model"];
+  const ModelEntry* m = registry.Find(name);
+  if (m == nullptr) {
+    return Send(responder, 404,
+                http::api::KServeErrorBody({404, "", "model '" + name + "' not found", ""}));
+  }
+  if (ready_only) {
+    return Send(responder, m->ok() ? 200 : 503,
+                http::api::SerializeKServeModelReady(name, m->ok()));
+  }
+  http::api::KServeModelMetadata md;
+  md.name = m->name;
+  md.versions = {m->version};
+  if (const runtime::Session* s = m->runtime_session()) {
+    auto describe = [](const runtime::ValueInfo& v) {
+      http::api::KServeTensorMetadata t;
+      t.name = v.name;
+      t.datatype = KServeTypeName(v.dtype);
+      t.shape = v.shape;
+      return t;
+    };
+    for (const auto& in : s->inputs()) md.inputs.push_back(describe(in));
+    for (const auto& out : s->outputs()) md.outputs.push_back(describe(out));
+  }
+  Send(responder, 200, http::api::SerializeKServeModelMetadata(md));
+}
+
+std::string WorkerService::Impl::KServeTypeName(runtime::DataType t) {
+  switch (t) {
+    case runtime::DataType::kFloat32:
+      return "FP32";
+    case runtime::DataType::kFloat16:
+      return "FP16";
+    case runtime::DataType::kInt64:
+      return "INT64";
+    case runtime::DataType::kInt32:
+      return "INT32";
+    case runtime::DataType::kBool:
+      return "BOOL";
+    case runtime::DataType::kInt8:
+      return "INT8";
+    case runtime::DataType::kUint8:
+      return "UINT8";
+    case runtime::DataType::kFloat64:
+      return "FP64";
+    default:
+      return "UNSUPPORTED";
+  }
+}
+
+Result<runtime::DataType> WorkerService::Impl::RuntimeType(const std::string& kserve) {
+  if (kserve == "FP32") return runtime::DataType::kFloat32;
+  if (kserve == "FP16") return runtime::DataType::kFloat16;
+  if (kserve == "INT64") return runtime::DataType::kInt64;
+  if (kserve == "INT32") return runtime::DataType::kInt32;
+  if (kserve == "BOOL") return runtime::DataType::kBool;
+  return InvalidArgument("datatype " + kserve + " is not supported");
+}
+
+void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
+  auto ticket = Admit(responder, false);
+  if (!ticket) return;
+  const std::string name = req.path_params["model"];
+  auto error = [&](int status, std::string msg) {
+    Send(responder, status, http::api::KServeErrorBody({status, "", std::move(msg), ""}));
+  };
+  const ModelEntry* m = registry.Find(name);
+  if (m == nullptr) return error(404, "model '" + name + "' not found");
+  if (!m->ok()) return error(503, "model '" + name + "' failed to load: " + m->status.message());
+  if (m->kind != ModelKind::kTensor) {
+    return error(
+        400, "model '" + name + "' is a text model; use POST /embed or /v1/embeddings for text");
+  }
+  auto parsed = http::api::ParseKServeInferRequest(req.body, limits);
+  if (!parsed.ok()) return error(parsed.error().status, parsed.error().message);
+  std::vector<std::pair<std::string, runtime::Tensor>> feeds;
+  for (auto& in : parsed->inputs) {
+    auto dtype = RuntimeType(in.datatype);
+    if (!dtype.ok()) return error(400, "input '" + in.name + "': " + dtype.status().message());
+    runtime::Tensor t = runtime::Tensor::Empty(*dtype, in.shape);
+    if (t.nbytes() != in.bytes.size()) {
+      return error(400, "input '" + in.name + "': data does not match shape");
+    }
+    if (!in.bytes.empty()) std::memcpy(t.raw_data(), in.bytes.data(), in.bytes.size());
+    feeds.emplace_back(in.name, std::move(t));
+  }
+  auto shared = std::make_shared<Responder>(std::move(responder));
+  auto request = std::make_shared<http::api::KServeInferRequest>(std::move(parsed).value());
+  auto shared_feeds = std::make_shared<decltype(feeds)>(std::move(feeds));
+  const auto deadline = req.received + options.request_timeout;
+  kserve_pool->Submit([this, m, shared, request, shared_feeds, ticket, deadline] {
+    auto fail = [&](int status, std::string msg) {
+      Send(*shared, status, http::api::KServeErrorBody({status, "", std::move(msg), ""}));
+    };
+    if (shared->cancelled()) return fail(499, "client went away");
+    if (steady_clock::now() >= deadline) return fail(503, "deadline passed while queued");
+    auto out = m->session->Run(*shared_feeds);
+    if (!out.ok()) {
+      const bool client = out.status().code() == StatusCode::kInvalidArgument;
+      return fail(client ? 400 : 500, out.status().message());
+    }
+    http::api::KServeInferResponse resp;
+    resp.model_name = m->name;
+    resp.model_version = m->version;
+    resp.id = request->id;
+    const auto& infos = m->session->outputs();
+    for (size_t i = 0; i < out->size(); ++i) {
+      const std::string& oname = infos[i].name;
+      if (!request->outputs.empty() && std::find(request->outputs.begin(), request->outputs.end(),
+                                                 oname) == request->outputs.end()) {
+        continue;
+      }
+      const runtime::Tensor& t = (*out)[i];
+      http::api::TensorData td;
+      td.name = oname;
+      td.datatype = KServeTypeName(t.dtype());
+      td.shape = t.shape();
+      const auto* p = static_cast<const uint8_t*>(t.raw_data());
+      td.bytes.assign(p, p + t.nbytes());
+      resp.outputs.push_back(std::move(td));
+    }
+    auto body = http::api::SerializeKServeInferResponse(resp);
+    if (!body.ok()) return fail(body.error().status, body.error().message);
+    Send(*shared, 200, std::move(body).value());
+  });
+}
+
+}  // namespace infermesh::worker
