@@ -53,7 +53,10 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
   auto key = std::make_shared<std::string>(std::move(material));
   item.done = [this, shared, ticket, request_id, key](Result<std::vector<float>> r,
                                                       BatchTimings t) {
-    if (!r.ok()) return SendTeiError(*shared, FromBatchStatus(r.status()));
+    if (!r.ok()) {
+      CountDropped(r.status());
+      return SendTeiError(*shared, FromBatchStatus(r.status()));
+    }
     auto row = std::make_shared<CachedRow>();
     row->values = std::move(r).value();
     if (cache) cache->Insert(*key, row);
@@ -228,8 +231,14 @@ void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
     auto fail = [&](int status, std::string msg) {
       Send(*shared, status, http::api::KServeErrorBody({status, "", std::move(msg), ""}));
     };
-    if (shared->cancelled()) return fail(499, "client went away");
-    if (steady_clock::now() >= deadline) return fail(503, "deadline passed while queued");
+    if (shared->cancelled()) {
+      CountDropped(Status(StatusCode::kCancelled, ""));
+      return fail(499, "client went away");
+    }
+    if (steady_clock::now() >= deadline) {
+      CountDropped(DeadlineExceeded(""));
+      return fail(503, "deadline passed while queued");
+    }
     auto out = m->session->Run(*shared_feeds);
     if (!out.ok()) {
       const bool client = out.status().code() == StatusCode::kInvalidArgument;

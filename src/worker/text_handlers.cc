@@ -120,6 +120,7 @@ void WorkerService::Impl::Embed(TextModel& model, std::vector<TextInput> inputs,
       metrics->queue_seconds.WithLabels({model.entry->name})
           .Observe(std::chrono::duration<double>(t.queue).count());
       if (!rows.ok()) {
+        CountDropped(rows.status());
         (*finish_shared)(FromBatchStatus(rows.status()));
         return;
       }
@@ -336,7 +337,6 @@ void WorkerService::Impl::HandleOpenAi(Request& req, Responder responder) {
           if (!r.ok()) {
             ApiError e = r.error();
             if (e.status == 413) e.status = 400;  // OpenAI reports validation as 400
-            e.type = e.status == 429 ? "rate_limit_error" : "invalid_request_error";
             return SendOpenAiError(*shared, e);
           }
           std::vector<std::vector<float>> rows;

@@ -8,6 +8,16 @@ namespace infermesh::worker {
 
 using namespace internal;  // NOLINT: this file implements the internals
 
+// Requests dropped before compute (client gone, deadline passed) are counted
+// with the admission refusals, by reason.
+void WorkerService::Impl::CountDropped(const Status& s) {
+  if (s.code() == StatusCode::kCancelled) {
+    metrics->rejected.WithLabels({"cancelled"}).Inc();
+  } else if (s.code() == StatusCode::kDeadlineExceeded) {
+    metrics->rejected.WithLabels({"deadline"}).Inc();
+  }
+}
+
 // ---- admission -------------------------------------------------------------
 // Returns a ticket, or null after answering 429 (or 503 when not ready).
 std::shared_ptr<AdmissionTicket> WorkerService::Impl::Admit(Responder& r, bool openai) {

@@ -1,6 +1,8 @@
 // Bounded JSON parsing and typed field access for the API codecs; see json_read.h.
 #include "http/api/json_read.h"
 
+#include "http/api/json_write.h"
+
 #include <cmath>
 #include <limits>
 
@@ -24,6 +26,13 @@ ApiResult<boost::json::value> ParseJsonObject(std::string_view body, size_t max_
     std::string what = ec == boost::json::error::too_deep
                            ? "nesting deeper than " + std::to_string(max_depth) + " levels"
                            : ec.message();
+    if (!IsValidUtf8(body)) {
+      return ApiError{
+          style.syntax_status,
+          std::string(style.type),
+          "request body is not valid UTF-8 (near byte " + std::to_string(consumed) + ")",
+          {}};
+    }
     const std::string at = body.empty() ? std::string("empty body")
                                         : "at byte " + std::to_string(consumed) + ": " + what;
     return ApiError{style.syntax_status, std::string(style.type), "malformed JSON " + at, {}};

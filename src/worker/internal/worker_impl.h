@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -73,7 +74,15 @@ inline void SendTeiError(Responder& r, const ApiError& e) {
   Send(r, e.status, http::api::TeiErrorBody(e), std::move(headers));
 }
 
-inline void SendOpenAiError(Responder& r, const ApiError& e) {
+inline void SendOpenAiError(Responder& r, ApiError e) {
+  // OpenAI's error types: rate limits and server-side failures are not request errors.
+  if (e.status == 429) {
+    e.type = "rate_limit_error";
+  } else if (e.status >= 500) {
+    e.type = "server_error";
+  } else if (e.type.empty() || std::isupper(static_cast<unsigned char>(e.type[0]))) {
+    e.type = "invalid_request_error";  // a TEI error_type reached an OpenAI route
+  }
   std::vector<std::pair<std::string, std::string>> headers;
   if (e.status == 429) headers.emplace_back("retry-after", "1");
   Send(r, e.status, http::api::OpenAiErrorBody(e), std::move(headers));
@@ -173,6 +182,7 @@ struct WorkerService::Impl {
   // ---- admission -------------------------------------------------------------
   // Returns a ticket, or null after answering 429 (or 503 when not ready).
   std::shared_ptr<AdmissionTicket> Admit(Responder& r, bool openai);
+  void CountDropped(const Status& s);
   // ---- cache keys ------------------------------------------------------------
   static std::string TextKey(const ModelEntry& m, const TextInput& in, bool truncate,
                              runtime::TruncationSide side);
