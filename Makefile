@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench format format-check fuzz-build clean
+.PHONY: all deps configure build test run conformance bench bench-worker format format-check fuzz-build clean
 
 all: build
 
@@ -32,6 +32,11 @@ conformance: build
 
 bench: build
 	@echo "benchmarks arrive with the runtime-speed issue (bench/)"
+
+# The worker's throughput, cache-hit rate and half-load latency (issue 3): about
+# 2 minutes; prints a table and writes bench/results/worker.json.
+bench-worker: build
+	@bench/worker_bench.py $(BIN)
 
 format:
 	@git ls-files '*.cc' '*.h' '*.cpp' | xargs clang-format -i

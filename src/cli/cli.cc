@@ -44,6 +44,7 @@ int Main(int argc, char** argv) {
   AddEmbedCommand(app, exit_code);
   AddWorkerCommand(app, exit_code);
   AddDemoModelCommand(app, exit_code);
+  AddBenchCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

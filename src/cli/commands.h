@@ -28,5 +28,6 @@ void AddRunCommand(CLI::App& app, int& exit_code);          // run_command.cc
 void AddEmbedCommand(CLI::App& app, int& exit_code);        // embed_command.cc
 void AddWorkerCommand(CLI::App& app, int& exit_code);       // worker_command.cc
 void AddDemoModelCommand(CLI::App& app, int& exit_code);    // demo_command.cc
+void AddBenchCommand(CLI::App& app, int& exit_code);        // bench_command.cc
 
 }  // namespace infermesh::cli

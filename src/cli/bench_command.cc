@@ -1,0 +1,361 @@
+// `infermesh bench`: an HTTP load generator for the worker and the gateway, open loop
+// with --rate R (requests due at fixed instants, latency from each intended start, so
+// a slow server cannot slow the clock that measures it) or closed loop with --rate 0,
+// and an in-process runtime measurement on the same texts for comparison.
+//
+//   infermesh bench --url http://127.0.0.1:8000 --path /embed
+//       --model build/demo-models/bge-small-demo --unique-texts 20000 --tokens 16
+//       --rate 100 --duration 20 --connections 64 --json out.json
+//   infermesh bench --url http://127.0.0.1:8000 --body-file body.json --rate 0
+//       --connections 32 --duration 10          # closed loop: saturation
+//   infermesh bench --in-process --model build/demo-models/bge-small-demo
+//       --unique-texts 4000 --tokens 16 --batch-size 64 --duration 15
+#include <boost/json.hpp>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "cli/bench_load.h"
+#include "cli/bench_texts.h"
+#include "cli/commands.h"
+#include "runtime/model.h"
+
+namespace infermesh::cli {
+namespace {
+
+struct BenchCliOptions {
+  std::string url = "http://127.0.0.1:8000";
+  std::string path = "/embed";
+  std::string body_file;
+  std::string model;  // vocabulary for generated texts; the model for --in-process
+  size_t unique_texts = 0;
+  int tokens = 16;
+  int texts_per_request = 1;
+  bool repeat = false;
+  uint64_t seed = 1;
+  double rate = 0;
+  double duration_s = 10;
+  double warmup_s = 0;
+  double drain_s = 10;
+  int connections = 64;
+  int client_threads = 1;
+  std::string json_out;
+  bool in_process = false;
+  int batch_size = 0;
+  int threads = -1;
+};
+
+double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
+
+bool ParseUrl(const std::string& url, std::string& host, uint16_t& port, std::string& path) {
+  std::string rest = url;
+  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
+  if (rest.rfind("https://", 0) == 0) return false;
+  const size_t slash = rest.find('/');
+  if (slash != std::string::npos) {
+    if (slash + 1 < rest.size()) path = rest.substr(slash);
+    rest = rest.substr(0, slash);
+  }
+  const size_t colon = rest.rfind(':');
+  host = rest.substr(0, colon);
+  if (colon == std::string::npos) {
+    port = 80;
+  } else {
+    try {
+      const int p = std::stoi(rest.substr(colon + 1));
+      if (p <= 0 || p > 65535) return false;
+      port = static_cast<uint16_t>(p);
+    } catch (...) {
+      return false;
+    }
+  }
+  return !host.empty();
+}
+
+bool WriteJson(const std::string& path, const boost::json::object& doc) {
+  if (path.empty()) return true;
+  const auto parent = std::filesystem::path(path).parent_path();
+  std::error_code ec;
+  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
+  std::ofstream out(path);
+  out << boost::json::serialize(doc) << "\n";
+  return static_cast<bool>(out);
+}
+
+Result<std::vector<std::string>> GeneratedTexts(const BenchCliOptions& o, size_t count) {
+  IM_ASSIGN_OR_RETURN(auto words, LoadVocabularyWords(o.model));
+  return UniqueTexts(words, count, o.tokens, o.seed);
+}
+
+boost::json::object LatencyJson(const LatencyRecorder& r) {
+  return {{"count", r.count()},
+          {"p50", Ms(r.PercentileNs(0.50))},
+          {"p90", Ms(r.PercentileNs(0.90))},
+          {"p99", Ms(r.PercentileNs(0.99))},
+          {"p999", Ms(r.PercentileNs(0.999))},
+          {"max", Ms(r.MaxNs())},
+          {"mean", r.MeanNs() / 1e6}};
+}
+
+int RunHttp(const BenchCliOptions& o) {
+  LoadOptions lo;
+  lo.path = o.path;
+  if (!ParseUrl(o.url, lo.host, lo.port, lo.path)) {
+    std::cerr << "error: --url must be http://HOST[:PORT][/PATH]\n";
+    return 2;
+  }
+  if (o.path != "/embed") lo.path = o.path;  // an explicit --path wins over the URL's
+  int items = o.texts_per_request;
+  if (!o.body_file.empty()) {
+    std::ifstream in(o.body_file, std::ios::binary);
+    if (!in) {
+      std::cerr << "error: cannot read " << o.body_file << "\n";
+      return 2;
+    }
+    std::stringstream ss;
+    ss << in.rdbuf();
+    lo.bodies.push_back(ss.str());
+  } else if (!o.model.empty()) {
+    const size_t requests = o.repeat ? 1 : std::max<size_t>(1, o.unique_texts);
+    auto texts = GeneratedTexts(o, requests * static_cast<size_t>(o.texts_per_request));
+    if (!texts.ok()) {
+      std::cerr << "error: " << texts.status().ToString() << "\n";
+      return 2;
+    }
+    const std::string model_name = std::filesystem::path(o.model).filename().string();
+    for (size_t i = 0; i < requests; ++i) {
+      std::vector<std::string> chunk(texts->begin() + i * o.texts_per_request,
+                                     texts->begin() + (i + 1) * o.texts_per_request);
+      lo.bodies.push_back(EmbedBody(lo.path, chunk, model_name));
+    }
+  } else {
+    std::cerr << "error: give --body-file FILE or --model DIR (with --unique-texts N or "
+                 "--repeat)\n";
+    return 2;
+  }
+  lo.rate = o.rate;
+  lo.connections = o.connections;
+  lo.threads = o.client_threads;
+  lo.duration_s = o.duration_s;
+  lo.warmup_s = o.warmup_s;
+  lo.drain_s = o.drain_s;
+
+  LoadResult r = RunLoad(lo);
+  uint64_t errors = r.io_errors + r.unfinished;
+  for (const auto& [status, n] : r.non_2xx) errors += n;
+  const double rps = r.measured_s > 0 ? static_cast<double>(r.ok) / r.measured_s : 0;
+  const LatencyRecorder& lat = r.ok_latencies;
+
+  char line[256];
+  std::printf(
+      "%s %s%s  %s, %d connections, %d client threads, %.1f s measured\n",
+      o.rate > 0 ? "open loop" : "closed loop", o.url.c_str(), lo.path.c_str(),
+      o.rate > 0 ? (std::to_string(static_cast<int64_t>(o.rate)) + " req/s").c_str() : "saturation",
+      o.connections, lo.threads, r.measured_s);
+  std::snprintf(line, sizeof line,
+                "  throughput %.1f req/s (%.1f items/s)  sent %llu  ok %llu  errors %llu  "
+                "max backlog %llu\n",
+                rps, rps * items, static_cast<unsigned long long>(r.sent),
+                static_cast<unsigned long long>(r.ok), static_cast<unsigned long long>(errors),
+                static_cast<unsigned long long>(r.max_backlog));
+  std::cout << line;
+  std::snprintf(line, sizeof line,
+                "  latency ms (2xx, from intended start)  p50 %.2f  p90 %.2f  p99 %.2f  "
+                "max %.2f  mean %.2f\n",
+                Ms(lat.PercentileNs(0.5)), Ms(lat.PercentileNs(0.9)), Ms(lat.PercentileNs(0.99)),
+                Ms(lat.MaxNs()), lat.MeanNs() / 1e6);
+  std::cout << line;
+  boost::json::object by_status;
+  for (const auto& [status, n] : r.non_2xx) {
+    by_status[std::to_string(status)] = n;
+    std::cout << "  status " << status << ": " << n << "\n";
+  }
+  if (r.io_errors) std::cout << "  io errors: " << r.io_errors << "\n";
+  if (r.unfinished) std::cout << "  unfinished at the end of the drain: " << r.unfinished << "\n";
+
+  boost::json::object doc{{"mode", "http"},
+                          {"url", o.url},
+                          {"path", lo.path},
+                          {"open_loop", o.rate > 0},
+                          {"target_rate", o.rate},
+                          {"connections", o.connections},
+                          {"client_threads", lo.threads},
+                          {"duration_s", o.duration_s},
+                          {"warmup_s", o.warmup_s},
+                          {"measured_s", r.measured_s},
+                          {"bodies", lo.bodies.size()},
+                          {"items_per_request", items},
+                          {"sent", r.sent},
+                          {"ok", r.ok},
+                          {"throughput_rps", rps},
+                          {"items_per_s", rps * items},
+                          {"errors_by_status", std::move(by_status)},
+                          {"io_errors", r.io_errors},
+                          {"unfinished", r.unfinished},
+                          {"max_backlog", r.max_backlog},
+                          {"latency_ms", LatencyJson(lat)},
+                          {"all_responses_latency_ms", LatencyJson(r.latencies)}};
+  if (!WriteJson(o.json_out, doc)) {
+    std::cerr << "error: cannot write " << o.json_out << "\n";
+    return 1;
+  }
+  return r.ok > 0 ? 0 : 1;
+}
+
+// The runtime alone: the same generated texts, tokenized up front (untimed), then
+// EmbedEncodings over consecutive batches of --batch-size until --duration passes.
+int RunInProcess(const BenchCliOptions& o) {
+  auto config = LoadConfig();
+  if (!config.ok()) {
+    std::cerr << "error: " << config.status().message() << "\n";
+    return 2;
+  }
+  auto threads = IntraOpThreads(*config, o.threads);
+  auto max_bytes = config->GetBytes("runtime.max_model_bytes");
+  auto max_batch_tokens = config->GetInt("worker.max_batch_tokens");
+  if (!threads.ok() || !max_bytes.ok() || !max_batch_tokens.ok()) {
+    std::cerr << "error: bad configuration\n";
+    return 2;
+  }
+  runtime::SessionOptions so;
+  so.intra_op_threads = *threads;
+  so.max_model_bytes = *max_bytes;
+  auto model = runtime::EmbeddingModel::Load(o.model, so);
+  if (!model.ok()) {
+    std::cerr << "error: " << model.status().ToString() << "\n";
+    return 1;
+  }
+  const int batch =
+      o.batch_size > 0 ? o.batch_size : std::max<int>(1, *max_batch_tokens / std::max(1, o.tokens));
+  auto texts = GeneratedTexts(o, std::max<size_t>(o.unique_texts, static_cast<size_t>(batch)));
+  if (!texts.ok()) {
+    std::cerr << "error: " << texts.status().ToString() << "\n";
+    return 2;
+  }
+  using Clock = std::chrono::steady_clock;
+  std::vector<runtime::Encoding> encodings;
+  encodings.reserve(texts->size());
+  const auto t0 = Clock::now();
+  for (const auto& t : *texts) {
+    auto e = (*model)->Tokenize(t, {});
+    if (!e.ok()) {
+      std::cerr << "error: " << e.status().ToString() << "\n";
+      return 1;
+    }
+    encodings.push_back(std::move(*e));
+  }
+  const double tokenize_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  const bool normalize = (*model)->normalize_by_default();
+
+  auto make_batch = [&](size_t first) {
+    std::vector<runtime::Encoding> b;
+    for (int i = 0; i < batch; ++i) b.push_back(encodings[(first + i) % encodings.size()]);
+    return b;
+  };
+  // Warm-up: one batch (first-run allocations, oneDNN primitive creation).
+  if (auto w = (*model)->EmbedEncodings(make_batch(0), normalize); !w.ok()) {
+    std::cerr << "error: " << w.status().ToString() << "\n";
+    return 1;
+  }
+  size_t next = static_cast<size_t>(batch);
+  uint64_t rows = 0, batches = 0;
+  double compute_s = 0;
+  LatencyRecorder batch_times;
+  const auto start = Clock::now();
+  while (std::chrono::duration<double>(Clock::now() - start).count() < o.duration_s) {
+    auto b = make_batch(next);  // copying the encodings is outside the timed call
+    next += static_cast<size_t>(batch);
+    const auto b0 = Clock::now();
+    auto out = (*model)->EmbedEncodings(b, normalize);
+    const auto b1 = Clock::now();
+    if (!out.ok()) {
+      std::cerr << "error: " << out.status().ToString() << "\n";
+      return 1;
+    }
+    compute_s += std::chrono::duration<double>(b1 - b0).count();
+    batch_times.Record(std::chrono::duration_cast<std::chrono::nanoseconds>(b1 - b0).count());
+    rows += static_cast<uint64_t>(batch);
+    ++batches;
+  }
+  const double per_s = compute_s > 0 ? static_cast<double>(rows) / compute_s : 0;
+  std::printf("in-process %s: %d intra-op threads, batch %d, %llu batches\n", o.model.c_str(),
+              *threads, batch, static_cast<unsigned long long>(batches));
+  std::printf(
+      "  %.1f embeddings/s (EmbedEncodings only)  batch ms p50 %.2f  max %.2f  "
+      "tokenize %.0f texts/s (one thread)\n",
+      per_s, Ms(batch_times.PercentileNs(0.5)), Ms(batch_times.MaxNs()),
+      tokenize_s > 0 ? static_cast<double>(texts->size()) / tokenize_s : 0.0);
+  boost::json::object doc{{"mode", "in_process"},
+                          {"model", o.model},
+                          {"intra_op_threads", *threads},
+                          {"batch_size", batch},
+                          {"tokens", o.tokens},
+                          {"batches", batches},
+                          {"embeddings", rows},
+                          {"compute_s", compute_s},
+                          {"embeddings_per_s", per_s},
+                          {"batch_ms", LatencyJson(batch_times)},
+                          {"tokenize_texts_per_s",
+                           tokenize_s > 0 ? static_cast<double>(texts->size()) / tokenize_s : 0}};
+  if (!WriteJson(o.json_out, doc)) {
+    std::cerr << "error: cannot write " << o.json_out << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+int RunBench(const BenchCliOptions& o) {
+  if (o.in_process) {
+    if (o.model.empty()) {
+      std::cerr << "error: --in-process needs --model DIR\n";
+      return 2;
+    }
+    return RunInProcess(o);
+  }
+  if (o.connections < 1 || o.duration_s <= 0 || o.warmup_s < 0 || o.warmup_s >= o.duration_s ||
+      o.texts_per_request < 1 || o.tokens < 1) {
+    std::cerr << "error: need --connections >= 1, --duration > --warmup >= 0, "
+                 "--texts-per-request >= 1, --tokens >= 1\n";
+    return 2;
+  }
+  return RunHttp(o);
+}
+
+}  // namespace
+
+void AddBenchCommand(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<BenchCliOptions>();
+  CLI::App* cmd = app.add_subcommand(
+      "bench",
+      "HTTP load generator (open loop at --rate, closed loop at --rate 0), or the "
+      "runtime in process (--in-process)");
+  cmd->add_option("--url", o->url, "Server base URL, http://HOST:PORT");
+  cmd->add_option("--path", o->path, "Request path (/embed, /v1/embeddings, /infer, ...)");
+  cmd->add_option("--body-file", o->body_file, "Send this body with every request");
+  cmd->add_option("--model", o->model,
+                  "Model directory: vocabulary for generated texts; the model for --in-process");
+  cmd->add_option("--unique-texts", o->unique_texts,
+                  "Generate N distinct texts from the vocabulary (request i uses text i mod N)");
+  cmd->add_option("--tokens", o->tokens, "Words (= tokens) per generated text");
+  cmd->add_option("--texts-per-request", o->texts_per_request, "Generated texts per request");
+  cmd->add_flag("--repeat", o->repeat, "Send one generated body with every request (cache hits)");
+  cmd->add_option("--seed", o->seed, "Seed of the text generator");
+  cmd->add_option("--rate", o->rate, "Target requests/s, open loop; 0 = closed-loop saturation");
+  cmd->add_option("--duration", o->duration_s, "Seconds of load (in-process: of compute)");
+  cmd->add_option("--warmup", o->warmup_s, "Leading seconds sent but not measured");
+  cmd->add_option("--drain", o->drain_s, "Seconds allowed after --duration for answers");
+  cmd->add_option("--connections", o->connections, "Keep-alive connections");
+  cmd->add_option("--client-threads", o->client_threads, "Client event-loop threads");
+  cmd->add_option("--json", o->json_out, "Write the results as JSON to this file");
+  cmd->add_flag("--in-process", o->in_process, "Measure EmbeddingModel::EmbedEncodings directly");
+  cmd->add_option("--batch-size", o->batch_size,
+                  "In-process batch size (default worker.max_batch_tokens / --tokens)");
+  cmd->add_option("--threads", o->threads,
+                  "In-process intra-op threads (default runtime.intra_op_threads)");
+  cmd->callback([o, &exit_code] { exit_code = RunBench(*o); });
+}
+
+}  // namespace infermesh::cli
