@@ -1,5 +1,7 @@
 #include "core/thread_pool.h"
 
+#include "core/log.h"
+
 #include <pthread.h>
 
 #include <algorithm>
@@ -59,7 +61,15 @@ void ThreadPool::WorkerLoop(int index) {
       queue_.pop_front();
     }
     active_.fetch_add(1, std::memory_order_relaxed);
-    task();
+    // A throwing task must not take the process down: whatever it owned (a
+    // Responder, say) is released by unwinding, and the pool goes on.
+    try {
+      task();
+    } catch (const std::exception& e) {
+      log::Error("thread pool task threw", {{"pool", name_}, {"what", e.what()}});
+    } catch (...) {
+      log::Error("thread pool task threw", {{"pool", name_}, {"what", "unknown"}});
+    }
     active_.fetch_sub(1, std::memory_order_relaxed);
     completed_.fetch_add(1, std::memory_order_relaxed);
   }

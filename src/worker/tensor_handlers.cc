@@ -37,7 +37,7 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
       http::api::SeedInferResponse out;
       out.request_id = parsed->request_id;
       out.output_data = hit->values;
-      out.node_id = options.node_id;
+      out.node_id = NodeId();
       out.cached = true;
       auto body = http::api::SerializeSeedInferResponse(out);
       if (!body.ok()) return SendTeiError(responder, body.error());
@@ -63,7 +63,7 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
     http::api::SeedInferResponse out;
     out.request_id = *request_id;
     out.output_data = row->values;
-    out.node_id = options.node_id;
+    out.node_id = NodeId();
     out.inference_time_us = duration_cast<microseconds>(t.inference).count();
     auto body = http::api::SerializeSeedInferResponse(out);
     if (!body.ok()) return SendTeiError(*shared, body.error());
@@ -79,7 +79,7 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
 void WorkerService::Impl::HandleHealth(Request&, Responder responder) {
   http::api::SeedHealth h;
   h.healthy = ready.load();
-  h.node_id = options.node_id;
+  h.node_id = NodeId();
   h.total_requests = total_requests.load();
   h.cache_hits = cache_hits.load();
   if (cache) {
@@ -221,6 +221,7 @@ void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
       return error(400, "input '" + in.name + "': data does not match shape");
     }
     if (!in.bytes.empty()) std::memcpy(t.raw_data(), in.bytes.data(), in.bytes.size());
+    std::vector<uint8_t>().swap(in.bytes);  // the tensor holds the data now
     feeds.emplace_back(in.name, std::move(t));
   }
   auto shared = std::make_shared<Responder>(std::move(responder));

@@ -141,8 +141,10 @@ void WorkerService::Impl::Embed(TextModel& model, std::vector<TextInput> inputs,
     }
   };
   if (!tokenize_pool->Submit(std::move(task))) {
-    // Only during shutdown; `finish` was moved into the task, which is gone.
-    log::Warn("tokenize pool refused work during shutdown");
+    // Unreachable today: Shutdown() stops the server's I/O threads (which run this)
+    // before the pool. Were it reached, the task (and the Responder it owns) is
+    // destroyed unsent, which the server answers with 500 and counts as a bug.
+    log::Error("tokenize pool refused work");
   }
 }
 
@@ -283,7 +285,7 @@ void WorkerService::Impl::HandleInfo(Request&, Responder responder) {
   if (!body.empty() && body.back() == '}') {
     body.pop_back();
     body += ",\"models\":" + boost::json::serialize(models) +
-            ",\"node_id\":" + boost::json::serialize(boost::json::string(options.node_id)) + "}";
+            ",\"node_id\":" + boost::json::serialize(boost::json::string(NodeId())) + "}";
   }
   Send(responder, 200, std::move(body));
 }
@@ -336,7 +338,6 @@ void WorkerService::Impl::HandleOpenAi(Request& req, Responder responder) {
         [shared, ticket, request, normalize, model_name](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) {
             ApiError e = r.error();
-            if (e.status == 413) e.status = 400;  // OpenAI reports validation as 400
             return SendOpenAiError(*shared, e);
           }
           std::vector<std::vector<float>> rows;

@@ -144,7 +144,9 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   impl->limits.max_inputs = static_cast<size_t>(std::max<int64_t>(
       options.max_client_batch_size * 4, 64));  // the handler reports the exact limit
   impl->metrics = std::make_unique<WorkerMetrics>(metrics::Registry::Global());
-  impl->tokenize_pool = std::make_unique<ThreadPool>("tokenize", options.tokenize_threads);
+  // ThreadPool(n) gives Submit() n-1 workers (the caller of ParallelFor is the
+  // n-th); tokenization only uses Submit(), so ask for one more.
+  impl->tokenize_pool = std::make_unique<ThreadPool>("tokenize", options.tokenize_threads + 1);
   impl->kserve_pool = std::make_unique<ThreadPool>("kserve", 1);
   if (options.cache_bytes > 0) {
     LruCacheOptions co;
@@ -165,6 +167,8 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
     WorkerMetrics* wm = impl->metrics.get();
     if (m->kind == ModelKind::kText) {
       TokenBatcherConfig cfg = options.text_batcher;
+      // The queue must hold several full batches, whatever the batch budget.
+      cfg.max_queue_tokens = std::max(cfg.max_queue_tokens, 8 * cfg.max_batch_tokens);
       cfg.thread_name = "infer-" + name;
       cfg.on_batch = [wm, name](const BatchRecord& b) { wm->ObserveBatch(name, b); };
       const runtime::EmbeddingModel* model = m->text.get();
@@ -228,6 +232,7 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   if (impl->options.node_id.empty()) {
     char host[256] = {0};
     gethostname(host, sizeof host - 1);
+    std::lock_guard<std::mutex> lock(impl->node_id_mu);
     impl->options.node_id = std::string(host) + ":" + std::to_string(impl->server->port());
   }
   impl->ready.store(true);

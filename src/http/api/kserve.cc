@@ -163,6 +163,13 @@ ApiResult<TensorData> ParseInput(const boost::json::value& v, const std::string&
       return DataError(kKServeStyle, where,
                        "`" + where + "`: negative dimension " + std::to_string(dim));
     }
+    if (dim > static_cast<int64_t>(limits.max_tensor_elements)) {
+      // Even beside a zero dimension: a huge dimension would overflow shape
+      // arithmetic downstream.
+      return DataError(kKServeStyle, where,
+                       "`" + where + "`: dimension " + std::to_string(dim) + " exceeds " +
+                           std::to_string(limits.max_tensor_elements));
+    }
     t.shape.push_back(dim);
     // Overflow-safe: count <= max_tensor_elements before multiplying.
     if (dim != 0 && count > static_cast<int64_t>(limits.max_tensor_elements) / dim) {
@@ -181,7 +188,11 @@ ApiResult<TensorData> ParseInput(const boost::json::value& v, const std::string&
   const boost::json::value* data = internal::FindField(obj, "data");
   const std::string data_param = param + ".data";
   if (data == nullptr) return internal::MissingField(kKServeStyle, data_param);
-  if (elem_size > 0) t.bytes.reserve(static_cast<size_t>(count) * elem_size);
+  // Reserve no more than the body can hold: a tiny body may declare a big shape.
+  if (elem_size > 0 && data->is_array()) {
+    t.bytes.reserve(std::min<size_t>(static_cast<size_t>(count), data->as_array().size()) *
+                    elem_size);
+  }
   Flattener f{t.datatype, data_param, count, 0, t.bytes};
   IM_API_ASSIGN_OR_RETURN([[maybe_unused]] bool ok, f.Visit(*data));
   if (f.count != count) {

@@ -76,6 +76,8 @@ inline void SendTeiError(Responder& r, const ApiError& e) {
 
 inline void SendOpenAiError(Responder& r, ApiError e) {
   // OpenAI's error types: rate limits and server-side failures are not request errors.
+  if (e.status == 424) e.status = 500;  // a backend failure is a server error to OpenAI
+  if (e.status == 422 || e.status == 413) e.status = 400;
   if (e.status == 429) {
     e.type = "rate_limit_error";
   } else if (e.status >= 500) {
@@ -182,6 +184,13 @@ struct WorkerService::Impl {
   // ---- admission -------------------------------------------------------------
   // Returns a ticket, or null after answering 429 (or 503 when not ready).
   std::shared_ptr<AdmissionTicket> Admit(Responder& r, bool openai);
+  // node_id is completed (hostname:port) after the listener binds, while I/O
+  // threads may already serve /health: read it through this.
+  std::string NodeId() const {
+    std::lock_guard<std::mutex> lock(node_id_mu);
+    return options.node_id;
+  }
+  mutable std::mutex node_id_mu;
   void CountDropped(const Status& s);
   // ---- cache keys ------------------------------------------------------------
   static std::string TextKey(const ModelEntry& m, const TextInput& in, bool truncate,

@@ -30,6 +30,16 @@ TEST(ThreadPoolTest, SubmitRunsAndShutdownDrains) {
   EXPECT_EQ(done.load(), 100);
 }
 
+TEST(ThreadPoolTest, ThrowingTaskDoesNotStopThePool) {
+  ThreadPool pool("throws", 2);
+  std::atomic<int> done{0};
+  ASSERT_TRUE(pool.Submit([] { throw std::runtime_error("boom"); }));
+  ASSERT_TRUE(pool.Submit([&] { done.fetch_add(1); }));
+  pool.Shutdown();
+  EXPECT_EQ(done.load(), 1);
+  EXPECT_EQ(pool.Stats().completed, 2);
+}
+
 TEST(ThreadPoolTest, StatsNameTheWorkers) {
   ThreadPool pool("inference", 1);
   auto s = pool.Stats();

@@ -119,6 +119,15 @@ TEST(ApiKServe, RejectsBadTensors) {
   EXPECT_EQ(Err("[").status, 400);
 }
 
+TEST(ApiKServe, RejectsHugeDimensionsEvenWithZeroElements) {
+  // A zero dimension makes the element count 0, but the huge one would overflow
+  // shape arithmetic downstream (found in review).
+  ApiError e = Err(Input("FP32", "[4611686018427387904,4,0]", "[]"));
+  EXPECT_EQ(e.status, 400);
+  EXPECT_NE(e.message.find("exceeds"), std::string::npos) << e.message;
+  EXPECT_TRUE(ParseKServeInferRequest(Input("FP32", "[3,0]", "[]")).ok());
+}
+
 TEST(ApiKServe, ResponseRoundTrip) {
   TensorData fp32{"y", "FP32", {2}, {}};
   const float vals[] = {0.1f, -1e-45f};
