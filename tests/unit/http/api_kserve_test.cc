@@ -87,7 +87,7 @@ TEST(ApiKServe, RejectsBadTensors) {
   EXPECT_EQ(Err(Input("FP32", "3", "[1]")).param, "inputs[0].shape");
   // Absurd sizes are rejected before any data is read, without overflow.
   EXPECT_EQ(Err(Input("FP32", "[4294967296,4294967296,4294967296]", "[]")).param,
-            "inputs[0].shape");
+            "inputs[0].shape[0]");
   ParseLimits limits;
   limits.max_tensor_elements = 3;
   EXPECT_EQ(Err(Input("FP32", "[2,2]", "[1,2,3,4]"), limits).param, "inputs[0].shape");

@@ -75,10 +75,11 @@ TEST(TokenizerWordPiece, CleansControlsChineseAndAccents) {
   auto tok = Bert();
   // NUL, zero-width space and U+FFFD are dropped; \u3000 and tabs split words; CJK
   // ideographs become words of their own; combining accents are stripped.
-  auto enc =
-      tok->Encode(std::string_view("cafe\xcc\x81\x00hello\xe2\x80\x8b\tworld\xe3\x80\x80"
-                                   "a中b",
-                                   31));
+  static constexpr char kText[] =
+      "cafe\xcc\x81\x00hello\xe2\x80\x8b\tworld\xe3\x80\x80"
+      "a中b";
+  // sizeof - 1: the embedded NUL is part of the input, the terminator is not.
+  auto enc = tok->Encode(std::string_view(kText, sizeof(kText) - 1));
   ASSERT_TRUE(enc.ok());
   EXPECT_EQ(enc->ids, (Ids{2, 1, 6, 14, 12, 1, 3}));
   // "cafe" + U+0301 + NUL + "hello" + ZWSP glue into one unknown word.
