@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench bench-worker format format-check fuzz-build clean
+.PHONY: all deps configure build test run conformance bench bench-worker format format-check sanitize-build clean
 
 all: build
 
@@ -19,9 +19,12 @@ configure: deps
 build: configure
 	@cmake --build --preset $(PRESET) -j $(JOBS)
 
-# Every test: format check, unit, parity, conformance (the passing set), fuzz smoke.
-test: build format-check fuzz-build
+# Every test: format check; unit, parity, conformance (the passing set) and
+# integration tests on the release build; the unit tests again under clang's
+# ASan+UBSan; and each libFuzzer target briefly.
+test: build format-check sanitize-build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) --timeout 900
+	@scripts/run-sanitized-tests.sh
 	@scripts/run-fuzzers.sh 20
 
 run: build
@@ -44,9 +47,11 @@ format:
 format-check:
 	@scripts/check-format.sh
 
-# libFuzzer targets need clang; built in their own preset and run briefly by ctest.
-fuzz-build: deps
-	@cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j $(JOBS) --target fuzzers
+# The `fuzz` preset (clang, ASan+UBSan, no recovery) builds the libFuzzer targets
+# and the unit tests, which share its sanitized libraries.
+SANITIZED_TARGETS := fuzzers unit_core unit_runtime unit_http unit_worker unit_cli
+sanitize-build: deps
+	@cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j $(JOBS) --target $(SANITIZED_TARGETS)
 
 clean:
 	@rm -rf build

@@ -185,7 +185,7 @@ void WorkerService::Impl::HandleEmbed(Request& req, Responder responder) {
   auto shared = std::make_shared<Responder>(std::move(responder));
   auto cancel = shared->cancel_flag();
   Embed(*model, std::move(inputs), truncate, side, start + options.request_timeout, cancel,
-        [this, shared, ticket, normalize, start](http::api::ApiResult<EmbedOutcome> r) {
+        [shared, ticket, normalize, start](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendTeiError(*shared, r.error());
           std::vector<std::vector<float>> rows;
           rows.reserve(r->rows.size());
@@ -220,7 +220,7 @@ void WorkerService::Impl::HandleTokenize(Request& req, Responder responder) {
   }
   auto shared = std::make_shared<Responder>(std::move(responder));
   auto request = std::make_shared<http::api::TeiTokenizeRequest>(std::move(parsed).value());
-  tokenize_pool->Submit([this, model, shared, request, ticket] {
+  tokenize_pool->Submit([model, shared, request, ticket] {
     std::vector<std::vector<http::api::TeiToken>> out;
     runtime::EncodeOptions eo;
     eo.add_special_tokens = request->add_special_tokens;

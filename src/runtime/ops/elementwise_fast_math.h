@@ -77,8 +77,11 @@ inline float FastTanh(float x) {
   q = q * x2 + 2.26843463243900e-03f;
   q = q * x2 + 4.89352518554385e-03f;
   const float r = p / q;
-  // Tiny inputs: tanh(x) = x to float precision (and keeps -0).
-  return Select(std::fabs(x) < 0.0004f, x, r);
+  // Tiny inputs: tanh(x) = x to float precision (and keeps -0). Beyond the clamp
+  // tanh is ±1 exactly; the rational form lands within an ulp, on either side
+  // depending on whether the compiler contracts to FMA (clang does).
+  const float saturated = Select(std::fabs(x) >= kClamp, std::copysign(1.0f, x), r);
+  return Select(std::fabs(x) < 0.0004f, x, saturated);
 }
 
 // erf(x): odd rational approximation on [-4, 4] (Eigen's float erf); beyond it erf is
