@@ -182,10 +182,14 @@ void WorkerService::Impl::HandleEmbed(Request& req, Responder responder) {
                         : runtime::TruncationSide::kRight;
   const bool normalize = parsed->normalize;
   const auto start = req.received;
+  // The gateway's hop asks for binary float32 rows, so floats are never formatted
+  // as text twice (http/api/f32_binary.h).
+  const bool binary =
+      req.Header("accept").find(http::api::kF32ContentType) != std::string_view::npos;
   auto shared = std::make_shared<Responder>(std::move(responder));
   auto cancel = shared->cancel_flag();
   Embed(*model, std::move(inputs), truncate, side, start + options.request_timeout, cancel,
-        [shared, ticket, normalize, start](http::api::ApiResult<EmbedOutcome> r) {
+        [shared, ticket, normalize, start, binary](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendTeiError(*shared, r.error());
           std::vector<std::vector<float>> rows;
           rows.reserve(r->rows.size());
@@ -193,10 +197,18 @@ void WorkerService::Impl::HandleEmbed(Request& req, Responder responder) {
             rows.push_back(row->values);
             if (normalize) L2Normalize(rows.back());
           }
+          const auto headers = TimingHeaders(*r, steady_clock::now() - start);
+          if (binary) {
+            auto body = http::api::EncodeF32Rows(rows);
+            if (!body.ok()) {
+              return SendTeiError(*shared, http::api::TeiBackendError(body.status().message()));
+            }
+            return Send(*shared, 200, std::move(body).value(), headers,
+                        std::string(http::api::kF32ContentType));
+          }
           auto body = http::api::SerializeTeiEmbedResponse(rows);
           if (!body.ok()) return SendTeiError(*shared, body.error());
-          const auto total = steady_clock::now() - start;
-          Send(*shared, 200, std::move(body).value(), TimingHeaders(*r, total));
+          Send(*shared, 200, std::move(body).value(), headers);
         });
 }
 

@@ -277,6 +277,24 @@ class Api(unittest.TestCase):
         code = cls.w.stop()
         assert code == 0, f"worker exited {code}"
 
+    # -- the gateway's binary hop ----------------------------------------------------------
+    def test_embed_binary_f32_equals_json(self):
+        texts = ["binary rows", "for the gateway"]
+        r = self.w.post("/embed", {"inputs": texts},
+                        headers={"Accept": "application/x-infermesh-f32"})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(r.headers["Content-Type"], "application/x-infermesh-f32")
+        raw = r.content
+        self.assertEqual(raw[:4], b"IMF1")
+        rows, dims = struct.unpack_from("<II", raw, 8)
+        self.assertEqual(rows, 2)
+        self.assertEqual(len(raw), 16 + rows * dims * 4)
+        floats = struct.unpack_from("<%df" % (rows * dims), raw, 16)
+        want = self.w.post("/embed", {"inputs": texts}).json()
+        got = [list(floats[i * dims:(i + 1) * dims]) for i in range(rows)]
+        as_f32 = lambda x: struct.unpack("<f", struct.pack("<f", x))[0]  # noqa: E731
+        self.assertEqual(got, [[as_f32(x) for x in row] for row in want])
+
     # -- discovery and health --------------------------------------------------------------
     def test_info_reports_models_and_the_failed_one(self):
         r = self.w.get("/info")

@@ -16,6 +16,7 @@
 #include "core/metrics.h"
 #include "core/thread_pool.h"
 #include "http/api/api_error.h"
+#include "http/api/f32_binary.h"
 #include "http/api/kserve.h"
 #include "http/api/openai.h"
 #include "http/api/seed.h"
