@@ -8,6 +8,7 @@
 
 #include "core/config.h"
 #include "core/status.h"
+#include "runtime/session.h"
 
 namespace infermesh::cli {
 
@@ -22,6 +23,8 @@ GlobalOptions& Globals();
 Result<Config> LoadConfig();
 // runtime.intra_op_threads unless the command's own --threads flag (>= 0) is set.
 Result<int> IntraOpThreads(const Config& config, int flag);
+// LoadConfig(), then the runtime.* keys as session options (threads as above).
+Result<runtime::SessionOptions> RuntimeOptions(int threads_flag);
 
 void AddConformanceCommand(CLI::App& app, int& exit_code);  // conformance.cc
 void AddRunCommand(CLI::App& app, int& exit_code);          // run_command.cc

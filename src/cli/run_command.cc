@@ -36,24 +36,12 @@ int RunModel(const RunOptions& opts) {
               << (ec ? " (" + ec.message() + ")" : "") << "\n";
     return 2;
   }
-  auto config = LoadConfig();
-  if (!config.ok()) {
-    std::cerr << "error: " << config.status().message() << "\n";
+  auto session_options = RuntimeOptions(opts.threads);
+  if (!session_options.ok()) {
+    std::cerr << "error: " << session_options.status().message() << "\n";
     return 2;
   }
-  auto threads = IntraOpThreads(*config, opts.threads);
-  if (!threads.ok()) {
-    std::cerr << "error: " << threads.status().message() << "\n";
-    return 2;
-  }
-  runtime::SessionOptions so;
-  so.intra_op_threads = *threads;
-  if (auto max_bytes = config->GetBytes("runtime.max_model_bytes"); max_bytes.ok()) {
-    so.max_model_bytes = *max_bytes;
-  } else {
-    std::cerr << "error: " << max_bytes.status().message() << "\n";
-    return 2;
-  }
+  const runtime::SessionOptions& so = *session_options;
   auto session = runtime::Session::Load(opts.model, so);
   if (!session.ok()) {
     std::cerr << "error: " << session.status().ToString() << "\n";
