@@ -19,7 +19,7 @@ pkgs=(
   libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler libutf8proc-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-testdata prometheus
-  python3-torch python3-onnx python3-numpy python3-requests unicode-data curl
+  python3-torch python3-onnx python3-numpy python3-requests python3-sentencepiece unicode-data curl
 )
 
 missing=()

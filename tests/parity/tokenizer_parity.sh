@@ -10,9 +10,10 @@ if [ ! -d "$node_modules/@anush008/tokenizers" ] || [ ! -d "$node_modules/bert-t
 fi
 mkdir -p "$work"
 /usr/bin/python3 "$here/tokenizer_corpus.py" "$work/corpus.jsonl" 50000
+/usr/bin/python3 "$here/tokenizer_spm.py" "$work/corpus.jsonl" "$work"
 node "$here/tokenizer_ref.js" "$node_modules" "$work" "$work/corpus.jsonl"
 status=0
-for name in bert unigram bpe vocabtxt; do
+for name in bert unigram bpe vocabtxt unigram_precompiled; do
   src="$work/$name.json" ref="$work/hf_$name.txt"
   if [ "$name" = vocabtxt ]; then src="$work/vocab.txt" ref="$work/hf_bert.txt"; fi
   "$dump" "$src" "$work/corpus.jsonl" "$work/ours_$name.txt"

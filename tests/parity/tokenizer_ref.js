@@ -3,8 +3,9 @@
 //
 //   node tokenizer_ref.js NODE_MODULES WORKDIR CORPUS.jsonl
 //
-// Writes WORKDIR/{bert,unigram,bpe}.json and WORKDIR/hf_{name}.txt; each output line
-// is "ids<TAB>offsets" with offsets converted from HF's character offsets to bytes.
+// Writes WORKDIR/{bert,unigram,bpe,unigram_precompiled}.json and WORKDIR/hf_{name}.txt;
+// each output line is "ids<TAB>offsets" with offsets converted from HF's character
+// offsets to bytes. unigram_precompiled needs WORKDIR/spm.json (tokenizer_spm.py).
 'use strict';
 const fs = require('fs');
 const path = require('path');
@@ -62,6 +63,24 @@ function buildUnigram(trainFile) {
   return out;
 }
 
+// XLM-R layout around a SentencePiece model: Precompiled (nmt_nfkc charsmap) inside a
+// Sequence, Metaspace, Unigram with the SentencePiece pieces. SentencePiece's
+// <unk>=0 <s>=1 </s>=2 become <s>=0 <pad>=1 </s>=2 <unk>=3 and the pieces shift by one,
+// as in fairseq. Reuses unigram.json for the pre-tokenizer, added tokens and template.
+function buildUnigramPrecompiled() {
+  const spm = JSON.parse(fs.readFileSync(path.join(work, 'spm.json'), 'utf8'));
+  const j = JSON.parse(fs.readFileSync(path.join(work, 'unigram.json'), 'utf8'));
+  j.normalizer = {type: 'Sequence', normalizers: [
+    {type: 'Precompiled', precompiled_charsmap: spm.precompiled_charsmap}]};
+  const specials = ['<s>', '<pad>', '</s>', '<unk>'];
+  j.model.vocab = specials.map((s) => [s, 0.0])
+                      .concat(spm.pieces.slice(3).map(([piece, score]) => [piece, score]));
+  j.model.unk_id = 3;
+  const out = path.join(work, 'unigram_precompiled.json');
+  fs.writeFileSync(out, JSON.stringify(j));
+  return out;
+}
+
 function buildBpe(trainFile) {
   const t = new tk.Tokenizer(tk.BPE.empty());
   t.setPreTokenizer(tk.byteLevelPreTokenizer(true, true));
@@ -114,6 +133,7 @@ async function main() {
   }
   fs.writeFileSync(train, sample.join('\n') + '\n');
   const files = {bert: await buildBert(), unigram: buildUnigram(train), bpe: buildBpe(train)};
+  files.unigram_precompiled = buildUnigramPrecompiled();
   for (const [name, file] of Object.entries(files)) {
     await encodeAll(file, texts, path.join(work, `hf_${name}.txt`));
   }

@@ -7,6 +7,7 @@
 #include <cstdint>
 
 #include "runtime/tokenizer/json_util.h"
+#include "runtime/tokenizer/precompiled.h"
 #include "runtime/tokenizer/unicode.h"
 
 namespace infermesh::runtime::tok {
@@ -300,6 +301,7 @@ Result<std::unique_ptr<Normalizer>> NormalizerFromJson(const boost::json::value&
     return std::unique_ptr<Normalizer>(
         new ReplaceNormalizer(ToU32(*literal), ToU32(StringField(v, "content").value_or(""))));
   }
+  if (*type == "Precompiled") return PrecompiledNormalizerFromJson(v);
   if (*type == "Sequence") {
     const auto* list = Field(v, "normalizers");
     if (list == nullptr || !list->is_array()) return InvalidArgument("Sequence without list");

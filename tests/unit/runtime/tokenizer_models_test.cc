@@ -1,9 +1,16 @@
-// Unigram (Metaspace) and byte-level BPE (RoBERTa-style) on tiny in-memory files.
+// Unigram (Metaspace), byte-level BPE (RoBERTa-style) and SentencePiece's Precompiled
+// normalizer on tiny in-memory files.
 #include <gtest/gtest.h>
 
+#include <cstdint>
+#include <map>
+#include <random>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "runtime/tokenizer.h"
+#include "runtime/tokenizer/precompiled.h"
 
 namespace infermesh::runtime {
 namespace {
@@ -92,6 +99,214 @@ TEST(TokenizerBpe, MergeFormatsAndErrors) {
   std::string bad = kBpe;
   bad.replace(bad.find("[\"h\",\"e\"]"), 9, "[\"h\",\"q\"]");
   EXPECT_EQ(Tokenizer::FromJson(bad).status().code(), StatusCode::kInvalidArgument);
+}
+
+// A precompiled_charsmap for `rules` (UTF-8 key → replacement): a Darts-clone double
+// array in which every trie node owns a 256-unit block, then the replacement pool.
+std::string BuildCharsmap(const std::vector<std::pair<std::string, std::string>>& rules) {
+  struct Node {
+    std::map<uint8_t, size_t> kids;
+    int64_t value = -1;
+  };
+  std::vector<Node> nodes(1);
+  std::string pool;
+  for (const auto& [key, repl] : rules) {
+    size_t n = 0;
+    for (char ch : key) {
+      auto c = static_cast<uint8_t>(ch);
+      auto it = nodes[n].kids.find(c);
+      if (it == nodes[n].kids.end()) {
+        nodes.emplace_back();
+        it = nodes[n].kids.emplace(c, nodes.size() - 1).first;
+      }
+      n = it->second;
+    }
+    nodes[n].value = static_cast<int64_t>(pool.size());
+    pool += repl;
+    pool += '\0';
+  }
+  std::vector<uint32_t> units(256 * (nodes.size() + 1), 0);
+  auto place = [&](auto& self, size_t n, uint32_t pos, uint8_t label) -> void {
+    auto base = static_cast<uint32_t>(256 * (n + 1));
+    units[pos] = ((pos ^ base) << 10) | (nodes[n].value >= 0 ? 1u << 8 : 0) | label;
+    if (nodes[n].value >= 0) units[base] = (1u << 31) | static_cast<uint32_t>(nodes[n].value);
+    for (const auto& [c, kid] : nodes[n].kids) self(self, kid, base ^ c, c);
+  };
+  place(place, 0, 0, 0);
+  std::string out;
+  auto put32 = [&out](uint32_t v) {
+    for (int k = 0; k < 4; ++k) out.push_back(static_cast<char>((v >> (8 * k)) & 0xFF));
+  };
+  put32(static_cast<uint32_t>(units.size() * 4));
+  for (uint32_t u : units) put32(u);
+  return out + pool;
+}
+
+std::string Base64(std::string_view s) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (size_t i = 0; i < s.size(); i += 3) {
+    uint32_t v = static_cast<uint8_t>(s[i]) << 16;
+    if (i + 1 < s.size()) v |= static_cast<uint8_t>(s[i + 1]) << 8;
+    if (i + 2 < s.size()) v |= static_cast<uint8_t>(s[i + 2]);
+    out += kAlphabet[(v >> 18) & 63];
+    out += kAlphabet[(v >> 12) & 63];
+    out += i + 1 < s.size() ? kAlphabet[(v >> 6) & 63] : '=';
+    out += i + 2 < s.size() ? kAlphabet[v & 63] : '=';
+  }
+  return out;
+}
+
+const std::vector<std::pair<std::string, std::string>> kRules = {
+    {"a", "1"},
+    {"ab", "2"},
+    {"abc", "3"},
+    {"\xef\xac\x81", "fi"},     // U+FB01 ﬁ
+    {"e\xcc\x81", "\xc3\xa9"},  // e + U+0301 → é
+    {"\xe2\x80\x8b", ""},       // U+200B zero width space → removed
+    {"\r", " "},
+    {"\xc2\xa0", " "},  // U+00A0 → space
+};
+
+TEST(TokenizerPrecompiled, TrieLongestAndShortestMatch) {
+  auto m = tok::PrecompiledCharsmap::FromBytes(BuildCharsmap(kRules));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto all = m->CommonPrefixSearch("abcd");
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].length, 1u);
+  EXPECT_EQ(all[2].length, 3u);
+  auto longest = m->LongestPrefix("abd");
+  ASSERT_TRUE(longest.has_value());
+  EXPECT_EQ(longest->length, 2u);
+  EXPECT_EQ(longest->replacement, "2");
+  EXPECT_EQ(m->LongestPrefix("abcabc")->replacement, "3");
+  EXPECT_EQ(m->LongestPrefix("\xef\xac\x81x")->replacement, "fi");
+  EXPECT_EQ(m->LongestPrefix("\xe2\x80\x8b")->replacement, "");
+  // No rule: nothing matches (also for a partial UTF-8 key or a NUL).
+  EXPECT_FALSE(m->LongestPrefix("zab").has_value());
+  EXPECT_FALSE(m->LongestPrefix("\xef\xac").has_value());
+  EXPECT_FALSE(m->LongestPrefix(std::string_view("\0a", 2)).has_value());
+  EXPECT_FALSE(m->LongestPrefix("").has_value());
+  // Hugging Face's Transform takes the shortest rule, even if it covers only a prefix.
+  EXPECT_EQ(m->Transform("abc"), "1");
+  EXPECT_FALSE(m->Transform("b").has_value());
+}
+
+TEST(TokenizerPrecompiled, NormalizerGraphemesAndAlignments) {
+  auto m = tok::PrecompiledCharsmap::FromBase64(Base64(BuildCharsmap(kRules)));
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  auto n = tok::MakePrecompiledNormalizer(std::move(*m));
+  auto run = [&n](std::string_view s) {
+    tok::NText t = tok::ToNText(s, 0);
+    n->Normalize(t);
+    return t;
+  };
+  // No match keeps the character; ﬁ becomes two chars that both map to its 3 bytes.
+  tok::NText t = run("x\xef\xac\x81yz");
+  EXPECT_EQ(tok::ToUtf8(t), "xfiyz");
+  ASSERT_EQ(t.size(), 5u);
+  EXPECT_EQ(t[1].begin, 1u);
+  EXPECT_EQ(t[1].end, 4u);
+  EXPECT_EQ(t[2].begin, 1u);
+  EXPECT_EQ(t[2].end, 4u);
+  EXPECT_EQ(t[3].begin, 4u);
+  // A grapheme (< 6 bytes) is replaced as a unit: é takes the range of the 'e'.
+  t = run("ce\xcc\x81");
+  EXPECT_EQ(tok::ToUtf8(t), "c\xc3\xa9");
+  ASSERT_EQ(t.size(), 2u);
+  EXPECT_EQ(t[1].begin, 1u);
+  EXPECT_EQ(t[1].end, 2u);
+  // HF's quirk: the shortest rule on a prefix of the grapheme replaces all of it.
+  EXPECT_EQ(tok::ToUtf8(run("e\xcc\x81\xcc\x81")), "\xc3\xa9");
+  EXPECT_EQ(tok::ToUtf8(run("a\r\nb")), "1 b");  // "\r\n" is one grapheme
+  // Graphemes of 6 bytes or more go char by char.
+  EXPECT_EQ(tok::ToUtf8(run("e\xcc\x81\xcc\x81\xcc\x81")), "e\xcc\x81\xcc\x81\xcc\x81");
+  // Removal, and chars outside every rule.
+  t = run("\xe2\x80\x8bq\xe2\x80\x8bw\xc2\xa0\xf0\x9f\x98\x80");
+  EXPECT_EQ(tok::ToUtf8(t), "qw \xf0\x9f\x98\x80");
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t[0].begin, 3u);
+  EXPECT_EQ(t[1].begin, 7u);
+  EXPECT_EQ(t[2].begin, 8u);
+  EXPECT_EQ(t[3].begin, 10u);
+  EXPECT_EQ(tok::ToUtf8(run("")), "");
+}
+
+TEST(TokenizerPrecompiled, LoadsInTokenizerJson) {
+  std::string json = kUnigram;
+  std::string norm = R"("normalizer":{"type":"Sequence","normalizers":[{"type":"Precompiled",)"
+                     R"("precompiled_charsmap":")" +
+                     Base64(BuildCharsmap(kRules)) + R"("}]},)";
+  size_t b = json.find("\"normalizer\"");
+  size_t e = json.find("\"pre_tokenizer\"");
+  json.replace(b, e - b, norm);
+  auto t = Tokenizer::FromJson(json);
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  auto enc = (*t)->Encode("hello\xc2\xa0\xef\xac\x81");
+  ASSERT_TRUE(enc.ok());
+  // U+00A0 → " " → "▁" (its 2 bytes), ﬁ → "fi" (its 3 bytes).
+  EXPECT_EQ(enc->ids, (Ids{1, 3, 5, 12, 2}));
+  EXPECT_EQ(enc->offsets, (Offsets{{0, 0}, {0, 5}, {5, 7}, {7, 10}, {0, 0}}));
+}
+
+TEST(TokenizerPrecompiled, MalformedCharsmapIsRejected) {
+  auto code = [](std::string_view b64) {
+    std::string json =
+        std::string(R"({"normalizer":{"type":"Precompiled","precompiled_charsmap":)") +
+        (b64 == "null" ? "null" : "\"" + std::string(b64) + "\"") +
+        R"(},"model":{"type":"Unigram","unk_id":0,"vocab":[["<unk>",0]]}})";
+    return Tokenizer::FromJson(json).status().code();
+  };
+  std::string good = BuildCharsmap(kRules);
+  EXPECT_EQ(code(Base64(good)), StatusCode::kOk);
+  EXPECT_EQ(code("null"), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code(""), StatusCode::kInvalidArgument);
+  EXPECT_EQ(code("AAAA$AAA"), StatusCode::kInvalidArgument);              // bad alphabet
+  EXPECT_EQ(code(Base64(good).substr(1)), StatusCode::kInvalidArgument);  // bad length
+  EXPECT_EQ(code("A=AA"), StatusCode::kInvalidArgument);                  // misplaced pad
+  auto bytes = [](std::string s) { return tok::PrecompiledCharsmap::FromBytes(s).status().code(); };
+  EXPECT_EQ(bytes("\x04\0\0"), StatusCode::kInvalidArgument);                  // short header
+  EXPECT_EQ(bytes(std::string("\0\0\0\0", 4)), StatusCode::kInvalidArgument);  // empty trie
+  std::string big = good;
+  big[0] = '\xff';
+  big[1] = '\xff';
+  big[2] = '\xff';
+  big[3] = '\x7f';
+  EXPECT_EQ(bytes(big), StatusCode::kInvalidArgument);  // trie larger than the blob
+  std::string odd = std::string("\x06\0\0\0", 4) + std::string(8, 'x');
+  EXPECT_EQ(bytes(odd), StatusCode::kInvalidArgument);  // not whole units
+  EXPECT_EQ(bytes(good.substr(0, good.size() / 2)), StatusCode::kInvalidArgument);  // truncated
+  EXPECT_EQ(bytes(good + "\xff"), StatusCode::kInvalidArgument);  // pool not UTF-8
+  EXPECT_EQ(code(Base64(good.substr(0, good.size() / 2))), StatusCode::kInvalidArgument);
+}
+
+TEST(TokenizerPrecompiled, GarbageTrieNeverCrashes) {
+  std::mt19937 rng(7);
+  for (int round = 0; round < 200; ++round) {
+    size_t n = 1 + rng() % 64;
+    std::string blob;
+    auto put32 = [&blob](uint32_t v) {
+      for (int k = 0; k < 4; ++k) blob.push_back(static_cast<char>((v >> (8 * k)) & 0xFF));
+    };
+    put32(static_cast<uint32_t>(n * 4));
+    for (size_t i = 0; i < n; ++i) {
+      // Small offsets and ASCII-ish labels so lookups actually walk the array.
+      uint32_t u = rng();
+      if (round % 2) u = (u & 0x3FF) | ((rng() % 64) << 10) | (rng() % 2 ? 1u << 31 : 0);
+      put32(u);
+    }
+    blob += std::string("ab\0c\0", 5);
+    auto m = tok::PrecompiledCharsmap::FromBytes(blob);
+    ASSERT_TRUE(m.ok());
+    auto norm = tok::MakePrecompiledNormalizer(std::move(*m));
+    std::string input;
+    for (int k = 0; k < 40; ++k) input.push_back(static_cast<char>(0x20 + rng() % 0x5F));
+    input += "\xc3\xa9\xef\xac\x81\xf0\x9f\x98\x80";
+    tok::NText t = tok::ToNText(input, 0);
+    norm->Normalize(t);
+    for (const tok::NChar& c : t) EXPECT_LE(c.end, input.size());
+  }
 }
 
 }  // namespace
