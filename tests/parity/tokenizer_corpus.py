@@ -33,6 +33,12 @@ HARD_CASES = [
     "ﬁ ﬂ ㌀ ① Ⅻ ｈｅｌｌｏ ﾊﾟ ｶﾞ", "\u1100\u1161\u11a8 \uac00", "ა ბ გ Ꭰ ᐁ ᚠ ᛟ", "ℌ𝔢𝔩𝔩𝔬 𝐁𝐨𝐥𝐝",
     "Ελληνικά Ἀθῆναι", "עִבְרִית", "हिन्दी ग़", "தமிழ்", "ไทย ภาษา", "ພາສາລາວ", "မြန်မာ",
     "line1\nline2\n\nline4", "\r\n", "....!!!???", "--", "a--b__c", "₹100 €5 $3 ¥8 £2",
+    # Runs of spaces for XLM-R's Replace(Regex " {2,}", " "), also ones made by the
+    # Precompiled normalizer (U+3000, U+00A0 → " ") and next to tabs/newlines/specials.
+    "two  spaces", "three   spaces and    four", "  lead2", "trail2  ", " a  b   c    d ",
+    "x" + " " * 37 + "y", " " * 64, "tab \t  \t mix", "nl  \n  nl", "日本  語   テスト",
+    "nbsp\u00a0\u00a0x \u00a0 y", "ideo\u3000\u3000 \u3000z", "é  ü   ñ", "<s>  </s>   <mask>",
+    "a  [SEP]  b", "emoji  👍   🏽", "ﬁ  ﬂ   ①",
 ]
 
 

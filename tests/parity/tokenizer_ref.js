@@ -63,15 +63,16 @@ function buildUnigram(trainFile) {
   return out;
 }
 
-// XLM-R layout around a SentencePiece model: Precompiled (nmt_nfkc charsmap) inside a
-// Sequence, Metaspace, Unigram with the SentencePiece pieces. SentencePiece's
+// XLM-R layout around a SentencePiece model: Precompiled (nmt_nfkc charsmap) and
+// Replace(Regex " {2,}" → " ") inside a Sequence, Metaspace, Unigram with the SentencePiece pieces. SentencePiece's
 // <unk>=0 <s>=1 </s>=2 become <s>=0 <pad>=1 </s>=2 <unk>=3 and the pieces shift by one,
 // as in fairseq. Reuses unigram.json for the pre-tokenizer, added tokens and template.
 function buildUnigramPrecompiled() {
   const spm = JSON.parse(fs.readFileSync(path.join(work, 'spm.json'), 'utf8'));
   const j = JSON.parse(fs.readFileSync(path.join(work, 'unigram.json'), 'utf8'));
   j.normalizer = {type: 'Sequence', normalizers: [
-    {type: 'Precompiled', precompiled_charsmap: spm.precompiled_charsmap}]};
+    {type: 'Precompiled', precompiled_charsmap: spm.precompiled_charsmap},
+    {type: 'Replace', pattern: {Regex: ' {2,}'}, content: ' '}]};
   const specials = ['<s>', '<pad>', '</s>', '<unk>'];
   j.model.vocab = specials.map((s) => [s, 0.0])
                       .concat(spm.pieces.slice(3).map(([piece, score]) => [piece, score]));

@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <optional>
+#include <regex>
 
 #include "runtime/tokenizer/json_util.h"
 #include "runtime/tokenizer/precompiled.h"
@@ -243,6 +245,205 @@ class ReplaceNormalizer final : public Normalizer {
   std::u32string pattern_, content_;
 };
 
+// Replace with a {"Regex": ...} pattern (HF compiles it with Oniguruma; we use
+// std::regex over the UTF-8 bytes). Only a subset whose std::regex meaning is provably
+// the same as Oniguruma's on any UTF-8 text is accepted (see CheckRegexSubset):
+//
+//   pattern := atom* (atom quantifier)?
+//   atom    := ASCII literal | \ + ASCII punctuation | \t \n \r | [positive ASCII class]
+//   quantifier := * | + | ? | {n} | {n,} | {n,m}   (greedy, n, m <= kMaxRepeat)
+//
+// Every match then consists of ASCII bytes only (so it starts and ends on character
+// boundaries), and the matches from one start differ only in the repeat count, so
+// leftmost-greedy (Oniguruma, ECMAScript) and libstdc++'s polynomial (Thompson/BFS)
+// executor agree. That executor keeps no per-character recursion, so there is no stack
+// overflow on long inputs (the default DFS executor recurses once per matched char and
+// overflows an 8 MiB stack at ~25k spaces) and no catastrophic backtracking: a failed
+// attempt at one start costs O(pattern length + kMaxRepeat), hence no input-size bound.
+#if !defined(__GLIBCXX__)
+#error "Regex Replace relies on libstdc++'s std::regex_constants::__polynomial executor"
+#endif
+constexpr std::regex::flag_type kRegexFlags =
+    std::regex::ECMAScript | std::regex_constants::__polynomial;
+constexpr unsigned kMaxRepeat = 64;
+constexpr size_t kMaxRegexPattern = 256;
+
+bool IsAsciiPunct(unsigned char c) {
+  bool alnum = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+  return c >= 0x20 && c < 0x7f && !alnum;  // space too: "\\ " is a literal space
+}
+
+// Returns "" when `p` lies in the subset above, else why not. Malformed syntax inside
+// the subset (unterminated class, quantifier with nothing to repeat, {3,2}) is left to
+// std::regex, which rejects it.
+std::string CheckRegexSubset(std::string_view p) {
+  if (p.empty()) return "empty pattern";
+  if (p.size() > kMaxRegexPattern) return "pattern longer than 256 bytes";
+  for (unsigned char c : p) {
+    if (c == 0 || c >= 0x80) return "non-ASCII or NUL character (Oniguruma matches characters)";
+  }
+  // \` \' (GNU buffer anchors) and \< \> (GNU word bounds) may be anchors in Oniguruma.
+  auto escape_ok = [](char c) {
+    return c == 't' || c == 'n' || c == 'r' ||
+           (IsAsciiPunct(c) && std::string_view("`'<>").find(c) == std::string_view::npos);
+  };
+  size_t i = 0;
+  bool quantified = false;
+  while (i < p.size()) {
+    if (quantified) return "only the last atom may be quantified";
+    char c = p[i];
+    if (c == '\\') {
+      if (i + 1 < p.size() && !escape_ok(p[i + 1])) {
+        return std::string("escape \\") + p[i + 1] +
+               " (classes like \\s \\w \\d \\p{..} \\X, anchors and back-references differ)";
+      }
+      i += 2;
+    } else if (c == '[') {
+      ++i;
+      if (i < p.size() && p[i] == '^') return "negated character class";
+      if (i < p.size() && p[i] == ']') return "empty character class";
+      while (i < p.size() && p[i] != ']') {
+        if (p[i] == '[') return "nested character class / POSIX bracket";
+        if (p.substr(i, 2) == "&&") return "class intersection &&";
+        if (p[i] == '\\') {
+          if (i + 1 < p.size() && !escape_ok(p[i + 1])) {
+            return std::string("escape \\") + p[i + 1] + " in a class";
+          }
+          ++i;
+        }
+        ++i;
+      }
+      ++i;
+    } else if (c == '*' || c == '+' || c == '?' || c == '{') {
+      if (c == '{') {
+        size_t close = p.find('}', i);
+        if (close == std::string_view::npos) return "'{' that is not a repeat";
+        std::string_view body = p.substr(i + 1, close - i - 1);
+        size_t comma = body.find(',');
+        std::string_view lo = body.substr(0, comma);
+        std::string_view hi =
+            comma == std::string_view::npos ? std::string_view() : body.substr(comma + 1);
+        auto number = [](std::string_view d) {
+          if (d.empty() || d.size() > 3) return -1;
+          int v = 0;
+          for (char x : d) {
+            if (x < '0' || x > '9') return -1;
+            v = v * 10 + (x - '0');
+          }
+          return v;
+        };
+        if (number(lo) < 0 || (!hi.empty() && number(hi) < 0)) {
+          return "'{' that is not a {n}, {n,} or {n,m} repeat";
+        }
+        if (number(lo) > static_cast<int>(kMaxRepeat) ||
+            (!hi.empty() && number(hi) > static_cast<int>(kMaxRepeat))) {
+          return "repeat count above 64";
+        }
+        i = close + 1;
+      } else {
+        ++i;
+      }
+      if (i < p.size() && (p[i] == '?' || p[i] == '+')) {
+        return "lazy or possessive quantifier";
+      }
+      quantified = true;
+    } else if (std::string_view(".^$|()]}").find(c) != std::string_view::npos) {
+      return std::string("'") + c + "' (only literals, classes and one final quantifier)";
+    } else {
+      ++i;
+    }
+  }
+  return "";
+}
+
+class RegexReplaceNormalizer final : public Normalizer {
+ public:
+  RegexReplaceNormalizer(std::regex re, std::u32string content)
+      : re_(std::move(re)), content_(std::move(content)) {}
+
+  // Empty text stays empty (no content is inserted for an empty match on it).
+  void Normalize(NText& t) const override {
+    if (t.empty()) return;
+    std::string s;
+    std::vector<uint32_t> char_at;  // byte offset → index of the char starting there
+    s.reserve(t.size());
+    char_at.reserve(t.size() + 1);
+    for (size_t k = 0; k < t.size(); ++k) {
+      AppendUtf8(t[k].c, s);
+      char_at.resize(s.size(), static_cast<uint32_t>(k));
+    }
+    char_at.push_back(static_cast<uint32_t>(t.size()));
+    NText out;
+    out.reserve(t.size());
+    size_t copied = 0;  // chars of t already emitted or replaced
+    auto emit = [&](size_t ci, size_t cj) {
+      out.insert(out.end(), t.begin() + static_cast<ptrdiff_t>(copied),
+                 t.begin() + static_cast<ptrdiff_t>(ci));
+      // HF's NormalizedString::replace: the matched chars are removed first and the
+      // content chars are inserted after them, so each takes the range of the char just
+      // before it: the match's last char (measured: HF maps "   " → " " to [2, 3)), or
+      // for an empty match the char before it (an empty range at the very start).
+      NChar at = cj > 0 ? t[cj - 1] : NChar{0, t[0].begin, t[0].begin};
+      for (char32_t c : content_) out.push_back({c, at.begin, at.end});
+      copied = cj;
+    };
+    // Oniguruma's find_iter (onig crate): an empty match right where the previous match
+    // ended is skipped by advancing one character.
+    size_t last_end = 0;
+    std::optional<size_t> last_match_end;
+    std::cmatch m;
+    const char* base = s.data();
+    while (last_end <= s.size()) {
+      auto flags = last_end > 0 ? std::regex_constants::match_prev_avail
+                                : std::regex_constants::match_default;
+      if (!std::regex_search(base + last_end, base + s.size(), m, re_, flags)) break;
+      size_t ms = last_end + static_cast<size_t>(m.position(0));
+      size_t me = ms + static_cast<size_t>(m.length(0));
+      if (ms == me && last_match_end == me) {
+        last_end += last_end < s.size() ? Utf8Len(s[last_end]) : 1;
+        continue;
+      }
+      last_end = me;
+      last_match_end = me;
+      // ASCII-only matches start and end on char boundaries; an empty match inside a
+      // multi-byte char cannot occur either (nothing in the subset matches there).
+      size_t ci = char_at[ms], cj = me < s.size() ? char_at[me] : t.size();
+      if (cj < ci || ci < copied) continue;
+      emit(ci, cj);
+    }
+    out.insert(out.end(), t.begin() + static_cast<ptrdiff_t>(copied), t.end());
+    t.swap(out);
+  }
+
+ private:
+  static size_t Utf8Len(char lead) {
+    auto c = static_cast<unsigned char>(lead);
+    return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4;
+  }
+
+  std::regex re_;
+  std::u32string content_;
+};
+
+Result<std::unique_ptr<Normalizer>> RegexReplaceFromJson(const std::string& pattern,
+                                                         std::u32string content) {
+  std::string why = CheckRegexSubset(pattern);
+  std::regex re;
+  try {
+    re = std::regex(pattern, kRegexFlags);
+  } catch (const std::regex_error& e) {
+    // An Oniguruma-only construct is reported as such even if std::regex chokes on it.
+    if (!why.empty()) {
+      return Unimplemented("Replace normalizer: unsupported Regex \"" + pattern + "\": " + why);
+    }
+    return InvalidArgument("Replace normalizer: invalid Regex \"" + pattern + "\": " + e.what());
+  }
+  if (!why.empty()) {
+    return Unimplemented("Replace normalizer: unsupported Regex \"" + pattern + "\": " + why);
+  }
+  return std::unique_ptr<Normalizer>(new RegexReplaceNormalizer(std::move(re), std::move(content)));
+}
+
 class SequenceNormalizer final : public Normalizer {
  public:
   explicit SequenceNormalizer(std::vector<std::unique_ptr<Normalizer>> parts)
@@ -297,9 +498,11 @@ Result<std::unique_ptr<Normalizer>> NormalizerFromJson(const boost::json::value&
   if (*type == "Replace") {
     const auto* pattern = Field(v, "pattern");
     auto literal = pattern ? StringField(*pattern, "String") : std::nullopt;
-    if (!literal) return Unimplemented("Replace normalizer supports only String patterns");
-    return std::unique_ptr<Normalizer>(
-        new ReplaceNormalizer(ToU32(*literal), ToU32(StringField(v, "content").value_or(""))));
+    auto regex = pattern ? StringField(*pattern, "Regex") : std::nullopt;
+    auto content = ToU32(StringField(v, "content").value_or(""));
+    if (regex && !literal) return RegexReplaceFromJson(*regex, std::move(content));
+    if (!literal) return Unimplemented("Replace normalizer needs a String or Regex pattern");
+    return std::unique_ptr<Normalizer>(new ReplaceNormalizer(ToU32(*literal), std::move(content)));
   }
   if (*type == "Precompiled") return PrecompiledNormalizerFromJson(v);
   if (*type == "Sequence") {

@@ -2,9 +2,13 @@
 // normalizer on tiny in-memory files.
 #include <gtest/gtest.h>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <random>
+#include <regex>
 #include <string>
 #include <utility>
 #include <vector>
@@ -306,6 +310,179 @@ TEST(TokenizerPrecompiled, GarbageTrieNeverCrashes) {
     tok::NText t = tok::ToNText(input, 0);
     norm->Normalize(t);
     for (const tok::NChar& c : t) EXPECT_LE(c.end, input.size());
+  }
+}
+
+// Replace with {"Regex": ...}: builds the normalizer from its JSON object.
+Result<std::unique_ptr<tok::Normalizer>> RegexReplace(std::string_view pattern,
+                                                      std::string_view content) {
+  boost::json::object o;
+  o["type"] = "Replace";
+  o["pattern"] = boost::json::object{{"Regex", pattern}};
+  o["content"] = content;
+  return tok::NormalizerFromJson(boost::json::value(std::move(o)));
+}
+
+tok::NText RunNormalizer(const tok::Normalizer& n, std::string_view s) {
+  tok::NText t = tok::ToNText(s, 0);
+  n.Normalize(t);
+  return t;
+}
+
+TEST(TokenizerRegexReplace, CollapsesSpaceRunsWithAlignments) {
+  auto n = RegexReplace(" {2,}", " ");
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  tok::NText t = RunNormalizer(**n, "a   b c  \xc3\xa9    ");
+  EXPECT_EQ(tok::ToUtf8(t), "a b c \xc3\xa9 ");
+  ASSERT_EQ(t.size(), 8u);
+  EXPECT_EQ(t[0].begin, 0u);
+  // As in HF, the replacement takes the range of the match's last char: [3, 4).
+  EXPECT_EQ(t[1].begin, 3u);
+  EXPECT_EQ(t[1].end, 4u);
+  EXPECT_EQ(t[2].begin, 4u);  // 'b'
+  EXPECT_EQ(t[3].begin, 5u);  // single space untouched
+  EXPECT_EQ(t[3].end, 6u);
+  EXPECT_EQ(t[5].begin, 8u);  // "  " at [7, 9)
+  EXPECT_EQ(t[5].end, 9u);
+  EXPECT_EQ(t[6].begin, 9u);  // é keeps its 2 bytes
+  EXPECT_EQ(t[6].end, 11u);
+  EXPECT_EQ(t[7].begin, 14u);  // trailing run at [11, 15)
+  EXPECT_EQ(t[7].end, 15u);
+  // Multi-char content: every char takes the last matched char; empty content deletes.
+  auto m = RegexReplace("x[yz]+", "<>");
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  t = RunNormalizer(**m, "axyzyb");
+  EXPECT_EQ(tok::ToUtf8(t), "a<>b");
+  ASSERT_EQ(t.size(), 4u);
+  EXPECT_EQ(t[1].begin, 4u);
+  EXPECT_EQ(t[1].end, 5u);
+  EXPECT_EQ(t[2].begin, 4u);
+  EXPECT_EQ(t[2].end, 5u);
+  auto d = RegexReplace("\\t", "");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(tok::ToUtf8(RunNormalizer(**d, "\ta\t\tb\t")), "ab");
+  // Applied after the previous normalizer's output, inside a tokenizer.json.
+  std::string json = kUnigram;
+  std::string norm = R"("normalizer":{"type":"Sequence","normalizers":[{"type":"Replace",)"
+                     R"("pattern":{"Regex":" {2,}"},"content":" "}]},)";
+  size_t b = json.find("\"normalizer\"");
+  size_t e = json.find("\"pre_tokenizer\"");
+  json.replace(b, e - b, norm);
+  auto tk = Tokenizer::FromJson(json);
+  ASSERT_TRUE(tk.ok()) << tk.status().ToString();
+  auto enc1 = (*tk)->Encode("hello    world");
+  auto enc2 = (*tk)->Encode("hello world");
+  ASSERT_TRUE(enc1.ok() && enc2.ok());
+  EXPECT_EQ(enc1->ids, enc2->ids);
+  EXPECT_EQ(enc1->offsets, (Offsets{{0, 0}, {0, 5}, {8, 14}, {0, 0}}));
+}
+
+TEST(TokenizerRegexReplace, NoMatchLeavesTextUnchanged) {
+  auto n = RegexReplace(" {2,}", " ");
+  ASSERT_TRUE(n.ok());
+  for (std::string_view s : {"", "a", "a b c", " x ", "\xe6\x97\xa5 \xe6\x9c\xac"}) {
+    tok::NText in = tok::ToNText(s, 3);
+    tok::NText t = in;
+    (*n)->Normalize(t);
+    ASSERT_EQ(t.size(), in.size()) << s;
+    for (size_t k = 0; k < t.size(); ++k) {
+      EXPECT_EQ(t[k].c, in[k].c);
+      EXPECT_EQ(t[k].begin, in[k].begin);
+      EXPECT_EQ(t[k].end, in[k].end);
+    }
+  }
+}
+
+TEST(TokenizerRegexReplace, InvalidPatternIsInvalidArgument) {
+  for (std::string_view p : {" {3,2}", "[z-a]", "[ab", "*", "a\\", "{2}"}) {
+    auto n = RegexReplace(p, " ");
+    ASSERT_FALSE(n.ok()) << p;
+    EXPECT_EQ(n.status().code(), StatusCode::kInvalidArgument) << p;
+    EXPECT_NE(n.status().ToString().find(std::string(p)), std::string::npos)
+        << n.status().ToString();
+  }
+}
+
+TEST(TokenizerRegexReplace, OnigurumaOnlyOrDivergentPatternsAreUnimplemented) {
+  for (std::string_view p :
+       {"\xe3\x80\x80+", "\\p{L}+", "\\P{Zs}", "(?<=a)b", "(?<n>a)", "(?>a+)",
+        "a++",           "a*+",     "\\X",     "\\s+",    "\\w",     "\\d",
+        "\\bx",          "\\u00a0", "\\x20",   ".",       "[^ ]",    "[[:space:]]",
+        "[a&&b]",        "^ +",     " +$",     "a|b",     "(ab)+",   "a+?",
+        "x{2}?",         "a+b",     "a{100}",  "a{2",     "}",       "\\1",
+        "\\`a",          "a\\'",    "\\<a",    ""}) {
+    auto n = RegexReplace(p, " ");
+    ASSERT_FALSE(n.ok()) << p;
+    EXPECT_EQ(n.status().code(), StatusCode::kUnimplemented) << p << ": " << n.status().ToString();
+    EXPECT_NE(n.status().ToString().find(std::string(p)), std::string::npos)
+        << n.status().ToString();
+  }
+  // A pattern that is neither String nor Regex.
+  boost::json::value v = boost::json::parse(R"({"type":"Replace","pattern":{},"content":""})");
+  EXPECT_EQ(tok::NormalizerFromJson(v).status().code(), StatusCode::kUnimplemented);
+}
+
+TEST(TokenizerRegexReplace, EmptyMatchesAdvanceOneCharacter) {
+  // Oniguruma's find_iter: empty matches are replaced too, except one right where the
+  // previous match ended, so "a*" on "baac" matches "" (0), "aa" (1-3) and "" (4).
+  auto n = RegexReplace("a*", "-");
+  ASSERT_TRUE(n.ok()) << n.status().ToString();
+  EXPECT_EQ(tok::ToUtf8(RunNormalizer(**n, "baac")), "-b-c-");
+  EXPECT_EQ(tok::ToUtf8(RunNormalizer(**n, "\xc3\xa9\xc3\xa9")), "-\xc3\xa9-\xc3\xa9-");
+  auto q = RegexReplace("x?", "");
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(tok::ToUtf8(RunNormalizer(**q, "axbxx")), "ab");
+}
+
+TEST(TokenizerRegexReplace, LongRunsNeitherOverflowNorBlowUp) {
+  // The default std::regex executor recurses per matched char (overflows at ~25k).
+  auto n = RegexReplace(" {2,}", " ");
+  ASSERT_TRUE(n.ok());
+  std::string s = "a" + std::string(2'000'000, ' ') + "b";
+  for (int k = 0; k < 20000; ++k) s += " c";
+  tok::NText t = RunNormalizer(**n, s);
+  ASSERT_EQ(t.size(), 3u + 40000u);
+  EXPECT_EQ(t[1].begin, 2'000'000u);
+  EXPECT_EQ(t[1].end, 2'000'001u);
+}
+
+TEST(TokenizerRegexReplace, AgreesWithBacktrackingStdRegex) {
+  // Differential check on small inputs against std::regex's default (backtracking,
+  // leftmost-first) executor with Oniguruma's iteration, for patterns in the subset.
+  std::mt19937 rng(11);
+  for (std::string_view p :
+       {" {2,}", "a", "ab", "[ab]c*", "a[ ]{1,3}", "x?", "a*", "[a-c]+", "b\\ {0,2}", "[ab]{2}"}) {
+    auto n = RegexReplace(p, "#");
+    ASSERT_TRUE(n.ok()) << p << n.status().ToString();
+    std::regex dfs{std::string(p)};
+    for (int round = 0; round < 300; ++round) {
+      std::string s;
+      size_t len = 1 + rng() % 12;  // empty text is left alone (see normalizer.cc)
+      for (size_t k = 0; k < len; ++k) s.push_back("abc  x"[rng() % 6]);
+      std::string want;
+      size_t last_end = 0, copied = 0;
+      std::optional<size_t> last_match_end;
+      std::smatch m;
+      while (last_end <= s.size()) {
+        auto flags = last_end > 0 ? std::regex_constants::match_prev_avail
+                                  : std::regex_constants::match_default;
+        if (!std::regex_search(s.cbegin() + static_cast<ptrdiff_t>(last_end), s.cend(), m, dfs,
+                               flags)) {
+          break;
+        }
+        size_t ms = last_end + static_cast<size_t>(m.position(0));
+        size_t me = ms + static_cast<size_t>(m.length(0));
+        if (ms == me && last_match_end == me) {
+          ++last_end;
+          continue;
+        }
+        want += s.substr(copied, ms - copied) + "#";
+        copied = me;
+        last_end = last_match_end.emplace(me);
+      }
+      want += s.substr(copied);
+      EXPECT_EQ(tok::ToUtf8(RunNormalizer(**n, s)), want) << p << " on '" << s << "'";
+    }
   }
 }
 
