@@ -8,74 +8,21 @@
 #include <cmath>
 #include <random>
 
+#include "op_runner.h"
 #include "runtime/kernel.h"
 #include "runtime/parallel.h"
 
 namespace infermesh::runtime {
 namespace {
 
-class ConvOpRunner {
- public:
-  explicit ConvOpRunner(const std::string& op, int opset = 17) : opset_(opset) {
-    proto_.set_op_type(op);
-    proto_.set_name("n0");
-  }
-  ConvOpRunner& Int(const std::string& name, int64_t v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-    return *this;
-  }
-  ConvOpRunner& Ints(const std::string& name, const std::vector<int64_t>& v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : v) a->add_ints(x);
-    return *this;
-  }
-  ConvOpRunner& Str(const std::string& name, const std::string& v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::STRING);
-    a->set_s(v);
-    return *this;
-  }
-  ConvOpRunner& Outputs(size_t n) {
-    outputs_ = n;
-    return *this;
-  }
+using testing::OpRunner;
 
-  Result<KernelInit> Make(const std::vector<DataType>& types) {
-    NodeInfo info(&proto_);
-    info.name = "n0";
-    info.op_type = proto_.op_type();
-    info.opset = opset_;
-    info.num_outputs = outputs_;
-    info.input_types = types;
-    info.const_inputs.resize(types.size());
-    const KernelFactory* f = KernelRegistry::Global().Find("", proto_.op_type(), opset_);
-    if (f == nullptr) return NotFound("no kernel");
-    return (*f)(info);
-  }
-
-  Result<std::vector<Tensor>> Run(const std::vector<const Tensor*>& inputs, int threads = 2) {
-    std::vector<DataType> types;
-    for (const Tensor* t : inputs) types.push_back(t ? t->dtype() : DataType::kUndefined);
-    IM_ASSIGN_OR_RETURN(KernelInit init, Make(types));
-    auto pool = MakeIntraOpPool(threads);
-    KernelContext ctx(
-        inputs, outputs_, [](DataType d, const Shape& s) { return Tensor::Empty(d, s); },
-        pool.get());
-    IM_RETURN_IF_ERROR(init.kernel->Run(ctx));
-    return ctx.outputs();
-  }
-
- private:
-  onnx::NodeProto proto_;
-  int opset_;
-  size_t outputs_ = 1;
-};
+// CNN nodes run on two threads unless a test says otherwise.
+OpRunner ConvOp(const std::string& op, int opset = 17) {
+  OpRunner r(op, opset);
+  r.Threads(2);
+  return r;
+}
 
 Tensor Random(const Shape& shape, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -144,7 +91,7 @@ TEST(ConvOpsTest, Conv2dMatchesNaive) {
   for (const auto& c : cases) {
     for (int threads : {1, 2}) {
       Tensor x = Random(c.x, seed++), w = Random(c.w, seed++), b = Random({c.w[0]}, seed++);
-      ConvOpRunner r("Conv", 11);
+      auto r = ConvOp("Conv", 11);
       r.Int("group", c.group)
           .Ints("strides", c.strides)
           .Ints("dilations", c.dilations)
@@ -162,7 +109,7 @@ TEST(ConvOpsTest, Conv2dMatchesNaive) {
 TEST(ConvOpsTest, Conv1dAnd3dMatchFlattened2d) {
   // A 1-D conv equals a 2-D conv with a height-1 image and kernel.
   Tensor x = Random({2, 3, 13}, 7), w = Random({4, 3, 3}, 8), b = Random({4}, 9);
-  ConvOpRunner r1("Conv");
+  auto r1 = ConvOp("Conv");
   r1.Ints("strides", {2}).Ints("dilations", {2}).Ints("pads", {1, 2});
   auto y1 = r1.Run({&x, &w, &b});
   ASSERT_TRUE(y1.ok()) << y1.status().ToString();
@@ -174,8 +121,8 @@ TEST(ConvOpsTest, Conv1dAnd3dMatchFlattened2d) {
 
   // A 3-D conv whose kernel depth is 1 and depth stride 1 is a 2-D conv per slice.
   Tensor x3 = Random({1, 2, 1, 6, 5}, 10), w3 = Random({3, 2, 1, 2, 2}, 11);
-  ConvOpRunner r3("Conv");
-  r3.Str("auto_pad", "SAME_UPPER").Ints("strides", {1, 2, 2});
+  auto r3 = ConvOp("Conv");
+  r3.String("auto_pad", "SAME_UPPER").Ints("strides", {1, 2, 2});
   auto y3 = r3.Run({&x3, &w3});
   ASSERT_TRUE(y3.ok()) << y3.status().ToString();
   EXPECT_EQ((*y3)[0].shape(), (Shape{1, 3, 1, 3, 3}));
@@ -192,7 +139,7 @@ TEST(ConvOpsTest, ConvTransposeMatchesScatter) {
   const int64_t sh = 2, sw = 3, dh = 1, dw = 2, pt = 1, pl = 0, pb = 2, pr = 1, ah = 1, aw = 0;
   Tensor x = Random({n, c, h, wd}, 21), w = Random({c, mg, kh, kw}, 22),
          b = Random({mg * group}, 23);
-  ConvOpRunner r("ConvTranspose");
+  auto r = ConvOp("ConvTranspose");
   r.Int("group", group)
       .Ints("strides", {sh, sw})
       .Ints("dilations", {dh, dw})
@@ -227,7 +174,7 @@ TEST(ConvOpsTest, ConvTransposeMatchesScatter) {
 
 TEST(ConvOpsTest, MaxPoolIndicesColumnMajor3d) {
   Tensor x = Tensor::FromVector<float>({1, 1, 2, 2, 2}, {1, 8, 3, 4, 5, 6, 7, 2});
-  ConvOpRunner r("MaxPool", 12);
+  auto r = ConvOp("MaxPool", 12);
   r.Ints("kernel_shape", {2, 2, 2}).Int("storage_order", 1).Outputs(2);
   auto out = r.Run({&x});
   ASSERT_TRUE(out.ok()) << out.status().ToString();
@@ -239,28 +186,28 @@ TEST(ConvOpsTest, MaxPoolIndicesColumnMajor3d) {
 TEST(ConvOpsTest, PoolsSmallCases) {
   Tensor x = Tensor::FromVector<float>({1, 1, 3, 3}, {1, -2, 3, 4, 5, -6, 7, 8, 9});
   {
-    ConvOpRunner r("AveragePool", 11);
+    auto r = ConvOp("AveragePool", 11);
     r.Ints("kernel_shape", {2, 2}).Ints("pads", {1, 1, 0, 0}).Int("count_include_pad", 1);
     auto out = r.Run({&x});
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     ExpectNear((*out)[0], {0.25f, -0.25f, 0.25f, 1.25f, 2, 0, 2.75f, 6, 4});
   }
   {
-    ConvOpRunner r("LpPool", 11);
+    auto r = ConvOp("LpPool", 11);
     r.Ints("kernel_shape", {3, 3}).Int("p", 1);
     auto out = r.Run({&x});
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     ExpectNear((*out)[0], {45});
   }
   {
-    ConvOpRunner r("GlobalLpPool", 2);
+    auto r = ConvOp("GlobalLpPool", 2);
     auto out = r.Run({&x});
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     ExpectNear((*out)[0], {std::sqrt(285.0f)});
   }
   {
     // ceil_mode keeps the partial last window.
-    ConvOpRunner r("MaxPool", 12);
+    auto r = ConvOp("MaxPool", 12);
     r.Ints("kernel_shape", {2, 2}).Ints("strides", {2, 2}).Int("ceil_mode", 1);
     auto out = r.Run({&x});
     ASSERT_TRUE(out.ok()) << out.status().ToString();
@@ -270,55 +217,55 @@ TEST(ConvOpsTest, PoolsSmallCases) {
 }
 
 TEST(ConvOpsTest, LoadTimeValidation) {
-  auto code = [](ConvOpRunner& r, const std::vector<DataType>& t) {
+  auto code = [](OpRunner& r, const std::vector<DataType>& t) {
     auto k = r.Make(t);
     return k.ok() ? StatusCode::kOk : k.status().code();
   };
   const DataType f = DataType::kFloat32;
   {
-    ConvOpRunner r("Conv");
+    auto r = ConvOp("Conv");
     EXPECT_EQ(code(r, {DataType::kFloat64, DataType::kFloat64}), StatusCode::kUnimplemented);
   }
   {
-    ConvOpRunner r("Conv");
+    auto r = ConvOp("Conv");
     r.Int("bogus", 1);
     EXPECT_EQ(code(r, {f, f}), StatusCode::kUnimplemented);
   }
   {
-    ConvOpRunner r("Conv");
-    r.Str("auto_pad", "SAME_MIDDLE");
+    auto r = ConvOp("Conv");
+    r.String("auto_pad", "SAME_MIDDLE");
     EXPECT_EQ(code(r, {f, f}), StatusCode::kInvalidArgument);
   }
   {
-    ConvOpRunner r("Conv");
+    auto r = ConvOp("Conv");
     r.Ints("strides", {1, 0});
     EXPECT_EQ(code(r, {f, f}), StatusCode::kInvalidArgument);
   }
   {
-    ConvOpRunner r("BatchNormalization", 15);
+    auto r = ConvOp("BatchNormalization", 15);
     r.Int("training_mode", 1).Outputs(3);
     EXPECT_EQ(code(r, {f, f, f, f, f}), StatusCode::kUnimplemented);
   }
   {
-    ConvOpRunner r("MaxPool", 12);  // kernel_shape is required
+    auto r = ConvOp("MaxPool", 12);  // kernel_shape is required
     EXPECT_EQ(code(r, {f}), StatusCode::kInvalidArgument);
   }
 }
 
 TEST(ConvOpsTest, RunTimeValidation) {
   Tensor x = Random({1, 3, 5, 5}, 1), w = Random({2, 2, 3, 3}, 2);
-  ConvOpRunner r("Conv");
+  auto r = ConvOp("Conv");
   auto out = r.Run({&x, &w});
   ASSERT_FALSE(out.ok());
   EXPECT_EQ(out.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(out.status().message().find("n0"), std::string::npos);
 
   Tensor small = Random({1, 1, 2, 2}, 3);
-  ConvOpRunner p("MaxPool", 12);
+  auto p = ConvOp("MaxPool", 12);
   p.Ints("kernel_shape", {3, 3});
   EXPECT_FALSE(p.Run({&small}).ok());
 
-  ConvOpRunner bn("BatchNormalization", 15);
+  auto bn = ConvOp("BatchNormalization", 15);
   Tensor c3 = Random({3}, 4), c2 = Random({2}, 5);
   EXPECT_FALSE(bn.Run({&x, &c3, &c3, &c2, &c3}).ok());
 }
@@ -327,15 +274,15 @@ TEST(ConvOpsTest, ResizeLinearAndNearest) {
   Tensor x = Tensor::FromVector<float>({1, 1, 2, 2}, {1, 2, 3, 4});
   Tensor scales = Tensor::FromVector<float>({4}, {1, 1, 2, 2});
   {
-    ConvOpRunner r("Resize", 13);
-    r.Str("mode", "linear").Str("coordinate_transformation_mode", "align_corners");
+    auto r = ConvOp("Resize", 13);
+    r.String("mode", "linear").String("coordinate_transformation_mode", "align_corners");
     auto out = r.Run({&x, nullptr, &scales});
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     ExpectNear((*out)[0], {1, 4.f / 3, 5.f / 3, 2, 5.f / 3, 2, 7.f / 3, 8.f / 3, 7.f / 3, 8.f / 3,
                            3, 10.f / 3, 3, 10.f / 3, 11.f / 3, 4});
   }
   {
-    ConvOpRunner r("Upsample", 9);
+    auto r = ConvOp("Upsample", 9);
     auto out = r.Run({&x, &scales});
     ASSERT_TRUE(out.ok()) << out.status().ToString();
     ExpectNear((*out)[0], {1, 1, 2, 2, 1, 1, 2, 2, 3, 3, 4, 4, 3, 3, 4, 4});

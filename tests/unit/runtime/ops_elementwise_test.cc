@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "op_runner.h"
 #include "runtime/kernel.h"
 #include "runtime/ops/broadcast.h"
 #include "runtime/ops/elementwise_fast_math.h"
@@ -12,6 +13,8 @@
 
 namespace infermesh::runtime {
 namespace {
+
+using testing::OpRunner;
 
 // Reference: naive multi-index broadcast of input k at output index i.
 int64_t NaiveOffset(const Shape& in, const Shape& out, int64_t i) {
@@ -70,70 +73,6 @@ TEST(BroadcastTest, PlansCoalesce) {
 
 // --- Kernel tests ------------------------------------------------------------------------------
 
-// Builds a node, makes its kernel at `opset` and runs it.
-class OpRunner {
- public:
-  OpRunner(const std::string& op, int opset = 17) : opset_(opset) {
-    proto_.set_op_type(op);
-    proto_.set_name("n0");
-  }
-  OpRunner& Int(const std::string& name, int64_t v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-    return *this;
-  }
-  OpRunner& Float(const std::string& name, float v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::FLOAT);
-    a->set_f(v);
-    return *this;
-  }
-  OpRunner& Str(const std::string& name, const std::string& v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::STRING);
-    a->set_s(v);
-    return *this;
-  }
-  // Makes the kernel for these input types (kUndefined = omitted).
-  Status Load(const std::vector<DataType>& types) {
-    for (size_t i = 0; i < types.size(); ++i)
-      proto_.add_input(std::string(1, static_cast<char>('a' + i)));
-    proto_.add_output("y");
-    NodeInfo info(&proto_);
-    info.name = proto_.name();
-    info.op_type = proto_.op_type();
-    info.opset = opset_;
-    info.num_outputs = 1;
-    info.input_types = types;
-    info.const_inputs.resize(types.size());
-    const KernelFactory* f = KernelRegistry::Global().Find("", proto_.op_type(), opset_);
-    if (f == nullptr) return NotFound("no kernel");
-    auto init = (*f)(info);
-    if (!init.ok()) return init.status();
-    kernel_ = std::move(init->kernel);
-    return OkStatus();
-  }
-  Result<Tensor> Run(const std::vector<const Tensor*>& inputs, int threads = 1) {
-    std::vector<DataType> types;
-    for (const Tensor* t : inputs) types.push_back(t ? t->dtype() : DataType::kUndefined);
-    if (!kernel_) IM_RETURN_IF_ERROR(Load(types));
-    auto pool = MakeIntraOpPool(threads);
-    KernelContext ctx(
-        inputs, 1, [](DataType d, const Shape& s) { return Tensor::Empty(d, s); }, pool.get());
-    IM_RETURN_IF_ERROR(kernel_->Run(ctx));
-    return ctx.outputs()[0];
-  }
-
- private:
-  int opset_;
-  onnx::NodeProto proto_;
-  std::unique_ptr<Kernel> kernel_;
-};
-
 template <typename T>
 std::vector<T> Values(const Tensor& t) {
   auto v = t.values<T>();
@@ -150,7 +89,7 @@ Tensor Iota(const Shape& shape, float start = 0.0f, float step = 1.0f) {
 void CheckAddAgainstNaive(const Shape& sa, const Shape& sb, int threads) {
   Tensor a = Iota(sa, 0.5f, 0.25f);
   Tensor b = Iota(sb, -3.0f, 1.5f);
-  auto y = OpRunner("Add").Run({&a, &b}, threads);
+  auto y = OpRunner("Add").RunOne({&a, &b}, threads);
   ASSERT_TRUE(y.ok()) << y.status().ToString();
   Shape out = *BroadcastShapes(sa, sb);
   ASSERT_EQ(y->shape(), out);
@@ -176,7 +115,7 @@ TEST(ElementwiseTest, AddBroadcastCasesMatchNaive) {
 TEST(ElementwiseTest, IncompatibleShapesFailAtRunWithNodeName) {
   Tensor a = Iota({2, 3});
   Tensor b = Iota({4});
-  auto y = OpRunner("Mul").Run({&a, &b});
+  auto y = OpRunner("Mul").RunOne({&a, &b});
   ASSERT_FALSE(y.ok());
   EXPECT_EQ(y.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(y.status().message().find("n0"), std::string::npos);
@@ -191,19 +130,19 @@ TEST(ElementwiseTest, LoadTimeValidation) {
   EXPECT_TRUE(OpRunner("Mod").Int("fmod", 1).Load({DataType::kFloat32, DataType::kFloat32}).ok());
   EXPECT_FALSE(OpRunner("Cast").Int("to", 8).Load({DataType::kFloat32}).ok());   // string
   EXPECT_FALSE(OpRunner("Cast").Int("to", 17).Load({DataType::kFloat32}).ok());  // float8
-  EXPECT_FALSE(OpRunner("Gelu", 20).Str("approximate", "x").Load({DataType::kFloat32}).ok());
+  EXPECT_FALSE(OpRunner("Gelu", 20).String("approximate", "x").Load({DataType::kFloat32}).ok());
   EXPECT_FALSE(OpRunner("BitShift").Load({DataType::kUint8, DataType::kUint8}).ok());
 }
 
 TEST(ElementwiseTest, IntegerDivisionTruncatesAndRejectsZero) {
   Tensor a = Tensor::FromVector<int32_t>({4}, {-7, 7, std::numeric_limits<int32_t>::min(), 9});
   Tensor b = Tensor::FromVector<int32_t>({4}, {2, -2, -1, 3});
-  auto y = OpRunner("Div").Run({&a, &b});
+  auto y = OpRunner("Div").RunOne({&a, &b});
   ASSERT_TRUE(y.ok());
   EXPECT_EQ(Values<int32_t>(*y),
             (std::vector<int32_t>{-3, -3, std::numeric_limits<int32_t>::min(), 3}));
   Tensor z = Tensor::FromVector<int32_t>({4}, {1, 0, 1, 1});
-  auto bad = OpRunner("Div").Run({&a, &z});
+  auto bad = OpRunner("Div").RunOne({&a, &z});
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
 }
@@ -211,10 +150,10 @@ TEST(ElementwiseTest, IntegerDivisionTruncatesAndRejectsZero) {
 TEST(ElementwiseTest, ModSignFollowsDivisorOrDividend) {
   Tensor a = Tensor::FromVector<int64_t>({4}, {-7, 7, -7, 7});
   Tensor b = Tensor::FromVector<int64_t>({4}, {3, -3, -3, 3});
-  auto py = OpRunner("Mod").Run({&a, &b});
+  auto py = OpRunner("Mod").RunOne({&a, &b});
   ASSERT_TRUE(py.ok());
   EXPECT_EQ(Values<int64_t>(*py), (std::vector<int64_t>{2, -2, -1, 1}));
-  auto c = OpRunner("Mod").Int("fmod", 1).Run({&a, &b});
+  auto c = OpRunner("Mod").Int("fmod", 1).RunOne({&a, &b});
   ASSERT_TRUE(c.ok());
   EXPECT_EQ(Values<int64_t>(*c), (std::vector<int64_t>{-1, 1, -1, 1}));
 }
@@ -222,7 +161,7 @@ TEST(ElementwiseTest, ModSignFollowsDivisorOrDividend) {
 TEST(ElementwiseTest, PowMixedTypes) {
   Tensor x = Tensor::FromVector<float>({3}, {1.5f, -2.0f, 3.0f});
   Tensor e = Tensor::FromVector<int64_t>({3}, {2, 3, -1});
-  auto y = OpRunner("Pow").Run({&x, &e});
+  auto y = OpRunner("Pow").RunOne({&x, &e});
   ASSERT_TRUE(y.ok());
   EXPECT_EQ(y->dtype(), DataType::kFloat32);
   EXPECT_FLOAT_EQ(y->data<float>()[0], 2.25f);
@@ -230,18 +169,18 @@ TEST(ElementwiseTest, PowMixedTypes) {
   EXPECT_FLOAT_EQ(y->data<float>()[2], 1.0f / 3.0f);
 
   Tensor two = Tensor::Scalar<float>(2.0f);
-  auto sq = OpRunner("Pow").Run({&x, &two});
+  auto sq = OpRunner("Pow").RunOne({&x, &two});
   ASSERT_TRUE(sq.ok());
   EXPECT_EQ(Values<float>(*sq), (std::vector<float>{2.25f, 4.0f, 9.0f}));
 
   Tensor xi = Tensor::FromVector<int32_t>({3}, {2, 3, 4});
   Tensor ei = Tensor::FromVector<int32_t>({3}, {10, 0, -1});
-  auto yi = OpRunner("Pow").Run({&xi, &ei});
+  auto yi = OpRunner("Pow").RunOne({&xi, &ei});
   ASSERT_TRUE(yi.ok());
   EXPECT_EQ(Values<int32_t>(*yi), (std::vector<int32_t>{1024, 1, 0}));
 
   Tensor ef = Tensor::FromVector<float>({3}, {0.5f, 2.0f, 1.5f});
-  auto yf = OpRunner("Pow").Run({&xi, &ef});
+  auto yf = OpRunner("Pow").RunOne({&xi, &ef});
   ASSERT_TRUE(yf.ok());
   EXPECT_EQ(Values<int32_t>(*yf), (std::vector<int32_t>{1, 9, 8}));
 }
@@ -249,23 +188,23 @@ TEST(ElementwiseTest, PowMixedTypes) {
 TEST(ElementwiseTest, CastEdgeCases) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
   Tensor x = Tensor::FromVector<float>({5}, {nan, 1e20f, -1e20f, -2.7f, 0.0f});
-  auto i32 = OpRunner("Cast").Int("to", 6).Run({&x});
+  auto i32 = OpRunner("Cast").Int("to", 6).RunOne({&x});
   ASSERT_TRUE(i32.ok());
   EXPECT_EQ(Values<int32_t>(*i32),
             (std::vector<int32_t>{0, std::numeric_limits<int32_t>::max(),
                                   std::numeric_limits<int32_t>::min(), -2, 0}));
-  auto b = OpRunner("Cast").Int("to", 9).Run({&x});
+  auto b = OpRunner("Cast").Int("to", 9).RunOne({&x});
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(Values<uint8_t>(*b), (std::vector<uint8_t>{1, 1, 1, 1, 0}));
-  auto h = OpRunner("Cast").Int("to", 10).Run({&x});
+  auto h = OpRunner("Cast").Int("to", 10).RunOne({&x});
   ASSERT_TRUE(h.ok());
-  auto back = OpRunner("Cast").Int("to", 1).Run({&*h});
+  auto back = OpRunner("Cast").Int("to", 1).RunOne({&*h});
   ASSERT_TRUE(back.ok());
   EXPECT_TRUE(std::isnan(back->data<float>()[0]));
   EXPECT_TRUE(std::isinf(back->data<float>()[1]));
   EXPECT_NEAR(back->data<float>()[3], -2.7f, 1e-3);
   Tensor like = Tensor::FromVector<int64_t>({1}, {0});
-  auto cl = OpRunner("CastLike", 15).Run({&x, &like});
+  auto cl = OpRunner("CastLike", 15).RunOne({&x, &like});
   ASSERT_TRUE(cl.ok());
   EXPECT_EQ(cl->dtype(), DataType::kInt64);
 }
@@ -276,7 +215,7 @@ TEST(ElementwiseTest, Float16ArithmeticGoesThroughFloat) {
   // FromVector<uint16_t> gives uint16; relabel the buffer as float16.
   a = Tensor::FromBuffer(DataType::kFloat16, a.shape(), a.buffer());
   b = Tensor::FromBuffer(DataType::kFloat16, b.shape(), b.buffer());
-  auto y = OpRunner("Add").Run({&a, &b});
+  auto y = OpRunner("Add").RunOne({&a, &b});
   ASSERT_TRUE(y.ok());
   EXPECT_EQ(y->dtype(), DataType::kFloat16);
   EXPECT_EQ(HalfToFloat(y->data<uint16_t>()[0]), 1.75f);
@@ -289,19 +228,19 @@ TEST(ElementwiseTest, WhereClipAndVariadic) {
   c.data<bool>()[1] = false;
   Tensor x = Tensor::FromVector<int64_t>({3}, {1, 2, 3});
   Tensor yv = Tensor::Scalar<int64_t>(-1);
-  auto w = OpRunner("Where").Run({&c, &x, &yv});
+  auto w = OpRunner("Where").RunOne({&c, &x, &yv});
   ASSERT_TRUE(w.ok());
   EXPECT_EQ(w->shape(), (Shape{2, 3}));
   EXPECT_EQ(Values<int64_t>(*w), (std::vector<int64_t>{1, 2, 3, -1, -1, -1}));
 
   Tensor f = Tensor::FromVector<float>({4}, {-5.0f, 0.5f, 5.0f, std::nanf("")});
-  auto c6 = OpRunner("Clip", 6).Float("min", -1.0f).Float("max", 1.0f).Run({&f});
+  auto c6 = OpRunner("Clip", 6).Float("min", -1.0f).Float("max", 1.0f).RunOne({&f});
   ASSERT_TRUE(c6.ok());
   EXPECT_EQ(c6->data<float>()[0], -1.0f);
   EXPECT_EQ(c6->data<float>()[2], 1.0f);
   EXPECT_TRUE(std::isnan(c6->data<float>()[3]));
   Tensor lo = Tensor::Scalar<float>(0.0f);
-  auto c13 = OpRunner("Clip", 13).Run({&f, &lo, nullptr});
+  auto c13 = OpRunner("Clip", 13).RunOne({&f, &lo, nullptr});
   ASSERT_TRUE(c13.ok());
   EXPECT_EQ(c13->data<float>()[0], 0.0f);
   EXPECT_EQ(c13->data<float>()[2], 5.0f);
@@ -309,31 +248,31 @@ TEST(ElementwiseTest, WhereClipAndVariadic) {
   Tensor m1 = Tensor::FromVector<float>({2, 1}, {1.0f, 2.0f});
   Tensor m2 = Tensor::FromVector<float>({3}, {10.0f, 20.0f, 30.0f});
   Tensor m3 = Tensor::Scalar<float>(3.0f);
-  auto mean = OpRunner("Mean").Run({&m1, &m2, &m3});
+  auto mean = OpRunner("Mean").RunOne({&m1, &m2, &m3});
   ASSERT_TRUE(mean.ok());
   EXPECT_EQ(mean->shape(), (Shape{2, 3}));
   EXPECT_FLOAT_EQ(mean->data<float>()[0], 14.0f / 3.0f);
   EXPECT_FLOAT_EQ(mean->data<float>()[5], 35.0f / 3.0f);
-  auto mx = OpRunner("Max").Run({&m1, &m2, &m3});
+  auto mx = OpRunner("Max").RunOne({&m1, &m2, &m3});
   ASSERT_TRUE(mx.ok());
   EXPECT_EQ(Values<float>(*mx), (std::vector<float>{10, 20, 30, 10, 20, 30}));
 }
 
 TEST(ElementwiseTest, Activations) {
   Tensor x = Tensor::FromVector<float>({3}, {-1.0f, 0.0f, 2.0f});
-  auto gelu = OpRunner("Gelu", 20).Run({&x});
+  auto gelu = OpRunner("Gelu", 20).RunOne({&x});
   ASSERT_TRUE(gelu.ok());
   EXPECT_NEAR(gelu->data<float>()[0], -0.158655f, 1e-5);
   EXPECT_NEAR(gelu->data<float>()[2], 1.954500f, 1e-5);
-  auto mish = OpRunner("Mish", 18).Run({&x});
+  auto mish = OpRunner("Mish", 18).RunOne({&x});
   ASSERT_TRUE(mish.ok());
   EXPECT_NEAR(mish->data<float>()[0], -0.303401f, 1e-5);
   Tensor big = Tensor::FromVector<float>({2}, {-100.0f, 100.0f});
-  auto sig = OpRunner("Sigmoid").Run({&big});
+  auto sig = OpRunner("Sigmoid").RunOne({&big});
   ASSERT_TRUE(sig.ok());
   EXPECT_NEAR(sig->data<float>()[0], 0.0f, 1e-30f);
   EXPECT_EQ(sig->data<float>()[1], 1.0f);
-  auto sp = OpRunner("Softplus").Run({&big});
+  auto sp = OpRunner("Softplus").RunOne({&big});
   ASSERT_TRUE(sp.ok());
   EXPECT_EQ(sp->data<float>()[1], 100.0f);
 }

@@ -12,12 +12,20 @@
 #include <string>
 #include <vector>
 
+#include "op_runner.h"
 #include "runtime/gemm.h"
 #include "runtime/kernel.h"
 #include "runtime/onnx_tensor.h"
 
 namespace infermesh::runtime {
 namespace {
+
+// Math nodes poison fresh outputs so that unwritten elements show up.
+testing::OpRunner MathOp(const std::string& op, int opset) {
+  testing::OpRunner r(op, opset);
+  r.PoisonOutputs();
+  return r;
+}
 
 std::vector<float> RandomVector(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
@@ -31,100 +39,6 @@ Tensor RandomTensor(const Shape& shape, uint32_t seed) {
   return Tensor::FromVector<float>(shape,
                                    RandomVector(static_cast<size_t>(NumElements(shape)), seed));
 }
-
-// Builds a node, makes its kernel through the global registry and runs it.
-class OpRunner {
- public:
-  OpRunner(const std::string& op, int opset) : opset_(opset) {
-    proto_.set_op_type(op);
-    proto_.set_name("n0");
-  }
-  OpRunner& Int(const std::string& name, int64_t v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INT);
-    a->set_i(v);
-    return *this;
-  }
-  OpRunner& Float(const std::string& name, float v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::FLOAT);
-    a->set_f(v);
-    return *this;
-  }
-  OpRunner& String(const std::string& name, const std::string& v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::STRING);
-    a->set_s(v);
-    return *this;
-  }
-  OpRunner& Ints(const std::string& name, const std::vector<int64_t>& v) {
-    auto* a = proto_.add_attribute();
-    a->set_name(name);
-    a->set_type(onnx::AttributeProto::INTS);
-    for (int64_t x : v) a->add_ints(x);
-    return *this;
-  }
-  // Inputs: a null entry is an omitted optional input. `constant` marks load-time values.
-  OpRunner& Input(const Tensor* t, bool constant = false) {
-    inputs_.push_back(t);
-    constant_.push_back(constant);
-    return *this;
-  }
-  OpRunner& Outputs(int n) {
-    outputs_ = n;
-    return *this;
-  }
-
-  Result<KernelInit> Make() {
-    proto_.clear_input();
-    proto_.clear_output();
-    for (size_t i = 0; i < inputs_.size(); ++i) {
-      proto_.add_input(inputs_[i] ? "in" + std::to_string(i) : "");
-    }
-    for (int i = 0; i < outputs_; ++i) proto_.add_output("out" + std::to_string(i));
-    NodeInfo info(&proto_);
-    info.name = proto_.name();
-    info.op_type = proto_.op_type();
-    info.opset = opset_;
-    info.num_outputs = static_cast<size_t>(outputs_);
-    for (size_t i = 0; i < inputs_.size(); ++i) {
-      info.input_types.push_back(inputs_[i] ? inputs_[i]->dtype() : DataType::kUndefined);
-      info.const_inputs.push_back(inputs_[i] && constant_[i] ? std::optional<Tensor>(*inputs_[i])
-                                                             : std::nullopt);
-    }
-    const KernelFactory* f = KernelRegistry::Global().Find("", proto_.op_type(), opset_);
-    if (f == nullptr) return NotFound("no kernel for " + proto_.op_type());
-    return (*f)(info);
-  }
-
-  Result<std::vector<Tensor>> Run(int threads = 1) {
-    IM_ASSIGN_OR_RETURN(KernelInit init, Make());
-    auto pool = MakeIntraOpPool(threads);
-    KernelContext ctx(
-        inputs_, static_cast<size_t>(outputs_),
-        [](DataType d, const Shape& s) {
-          // Poison fresh outputs so that unwritten elements show up.
-          Tensor t = Tensor::Empty(d, s);
-          if (d == DataType::kFloat32) {
-            for (float& x : t.mutable_values<float>()) x = std::nanf("");
-          }
-          return t;
-        },
-        pool.get());
-    IM_RETURN_IF_ERROR(init.kernel->Run(ctx));
-    return ctx.outputs();
-  }
-
- private:
-  onnx::NodeProto proto_;
-  int opset_;
-  std::vector<const Tensor*> inputs_;
-  std::vector<bool> constant_;
-  int outputs_ = 1;
-};
 
 void ExpectNear(const Tensor& got, const Shape& shape, const std::vector<double>& want,
                 double tol = 1e-5) {
@@ -247,14 +161,14 @@ TEST(MatMulTest, BroadcastingAndVectors) {
   for (const auto& [sa, sb] : cases) {
     Tensor a = RandomTensor(sa, 11), b = RandomTensor(sb, 12);
     for (int threads : {1, 2}) {
-      auto out = OpRunner("MatMul", 13).Input(&a).Input(&b).Run(threads);
+      auto out = MathOp("MatMul", 13).Input(&a).Input(&b).Run(threads);
       ASSERT_TRUE(out.ok()) << out.status().ToString();
       const Tensor& y = (*out)[0];
       ExpectNear(y, y.shape(), NaiveMatMul(a, b, y.shape()), 1e-5);
     }
   }
   Tensor a = RandomTensor({2, 3, 4}, 1), b = RandomTensor({2, 4}, 2);
-  auto y = OpRunner("MatMul", 13).Input(&a).Input(&b).Run();
+  auto y = MathOp("MatMul", 13).Input(&a).Input(&b).Run();
   ASSERT_FALSE(y.ok());
   EXPECT_NE(y.status().message().find("n0"), std::string::npos) << y.status().ToString();
 }
@@ -262,7 +176,7 @@ TEST(MatMulTest, BroadcastingAndVectors) {
 TEST(MatMulTest, Int64) {
   Tensor a = Tensor::FromVector<int64_t>({2, 2}, {1, 2, 3, 4});
   Tensor b = Tensor::FromVector<int64_t>({2}, {5, 6});
-  auto out = OpRunner("MatMul", 13).Input(&a).Input(&b).Run();
+  auto out = MathOp("MatMul", 13).Input(&a).Input(&b).Run();
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ((*out)[0].shape(), (Shape{2}));
   EXPECT_EQ((*out)[0].ToInt64Vector(), (std::vector<int64_t>{17, 39}));
@@ -270,7 +184,7 @@ TEST(MatMulTest, Int64) {
 
 TEST(GemmOpTest, BroadcastCAndTransposes) {
   Tensor a = RandomTensor({4, 3}, 1), b = RandomTensor({5, 4}, 2), c = RandomTensor({3, 1}, 3);
-  auto out = OpRunner("Gemm", 13)
+  auto out = MathOp("Gemm", 13)
                  .Int("transA", 1)
                  .Int("transB", 1)
                  .Float("alpha", 0.25f)
@@ -291,7 +205,7 @@ TEST(GemmOpTest, BroadcastCAndTransposes) {
   ExpectNear((*out)[0], {3, 5}, want);
 
   Tensor bad = RandomTensor({2, 5}, 4);
-  EXPECT_FALSE(OpRunner("Gemm", 13)
+  EXPECT_FALSE(MathOp("Gemm", 13)
                    .Int("transA", 1)
                    .Int("transB", 1)
                    .Input(&a)
@@ -299,15 +213,15 @@ TEST(GemmOpTest, BroadcastCAndTransposes) {
                    .Input(&bad)
                    .Run()
                    .ok());
-  EXPECT_FALSE(OpRunner("Gemm", 13).Int("transA", 2).Input(&a).Input(&b).Make().ok());
+  EXPECT_FALSE(MathOp("Gemm", 13).Int("transA", 2).Input(&a).Input(&b).Make().ok());
 }
 
 // ---------------------------------------------------------------- Softmax family
 
 TEST(SoftmaxTest, LegacyFlattensNewUsesOneAxis) {
   Tensor x = RandomTensor({2, 3, 4}, 7);
-  auto legacy = OpRunner("Softmax", 11).Int("axis", 1).Input(&x).Run();
-  auto modern = OpRunner("Softmax", 13).Int("axis", 1).Input(&x).Run();
+  auto legacy = MathOp("Softmax", 11).Int("axis", 1).Input(&x).Run();
+  auto modern = MathOp("Softmax", 13).Int("axis", 1).Input(&x).Run();
   ASSERT_TRUE(legacy.ok() && modern.ok());
   std::vector<double> want_legacy(24), want_modern(24);
   for (int o = 0; o < 2; ++o) {
@@ -325,19 +239,19 @@ TEST(SoftmaxTest, LegacyFlattensNewUsesOneAxis) {
   ExpectNear((*legacy)[0], {2, 3, 4}, want_legacy);
   ExpectNear((*modern)[0], {2, 3, 4}, want_modern);
 
-  auto log = OpRunner("LogSoftmax", 13).Int("axis", 1).Input(&x).Run();
+  auto log = MathOp("LogSoftmax", 13).Int("axis", 1).Input(&x).Run();
   ASSERT_TRUE(log.ok());
   for (double& w : want_modern) w = std::log(w);
   ExpectNear((*log)[0], {2, 3, 4}, want_modern);
-  EXPECT_FALSE(OpRunner("Softmax", 13).Int("axis", 3).Input(&x).Run().ok());
+  EXPECT_FALSE(MathOp("Softmax", 13).Int("axis", 3).Input(&x).Run().ok());
 }
 
 TEST(SoftmaxTest, HardmaxPicksFirstMaximum) {
   Tensor x = Tensor::FromVector<float>({2, 3}, {1, 3, 3, 2, 2, 0});
-  auto out = OpRunner("Hardmax", 13).Input(&x).Run();
+  auto out = MathOp("Hardmax", 13).Input(&x).Run();
   ASSERT_TRUE(out.ok());
   ExpectNear((*out)[0], {2, 3}, {0, 1, 0, 1, 0, 0});
-  auto col = OpRunner("Hardmax", 13).Int("axis", 0).Input(&x).Run();
+  auto col = MathOp("Hardmax", 13).Int("axis", 0).Input(&x).Run();
   ASSERT_TRUE(col.ok());
   ExpectNear((*col)[0], {2, 3}, {0, 1, 1, 1, 0, 0});
 }
@@ -351,7 +265,7 @@ TEST(LayerNormTest, PreciseOnLargeOffsetsWithStatistics) {
   for (float& x : v) x += 10000.0f;
   Tensor x = Tensor::FromVector<float>({rows, n}, v);
   Tensor scale = RandomTensor({n}, 10), bias = RandomTensor({n}, 11);
-  auto out = OpRunner("LayerNormalization", 17)
+  auto out = MathOp("LayerNormalization", 17)
                  .Float("epsilon", 1e-12f)
                  .Input(&x)
                  .Input(&scale)
@@ -380,7 +294,7 @@ TEST(LayerNormTest, PreciseOnLargeOffsetsWithStatistics) {
 
 TEST(LayerNormTest, RejectsDoubleStashAndBadScale) {
   Tensor x = RandomTensor({2, 4}, 1), scale = RandomTensor({3}, 2);
-  EXPECT_EQ(OpRunner("LayerNormalization", 17)
+  EXPECT_EQ(MathOp("LayerNormalization", 17)
                 .Int("stash_type", 11)
                 .Input(&x)
                 .Input(&scale)
@@ -388,7 +302,7 @@ TEST(LayerNormTest, RejectsDoubleStashAndBadScale) {
                 .status()
                 .code(),
             StatusCode::kUnimplemented);
-  EXPECT_FALSE(OpRunner("LayerNormalization", 17).Input(&x).Input(&scale).Run().ok());
+  EXPECT_FALSE(MathOp("LayerNormalization", 17).Input(&x).Input(&scale).Run().ok());
 }
 
 // ---------------------------------------------------------------- Reduce*
@@ -458,7 +372,7 @@ TEST(ReduceTest, AllOpsAllAxisPatterns) {
       for (int d = 0; d < 4; ++d) {
         if (red[d]) keep[d] = 1;
       }
-      OpRunner r(op, 13);
+      auto r = MathOp(op, 13);
       if (std::string(op) == "ReduceSum") {
         Tensor axes_t = Tensor::FromVector<int64_t>({static_cast<int64_t>(axes.size())}, axes);
         auto out = r.Input(&x).Input(&axes_t).Run(2);
@@ -477,32 +391,31 @@ TEST(ReduceTest, AllOpsAllAxisPatterns) {
 TEST(ReduceTest, KeepdimsNoopAndOpset18) {
   Tensor x = RandomTensor({2, 3}, 5);
   Tensor axes = Tensor::FromVector<int64_t>({1}, {-1});
-  auto out = OpRunner("ReduceMean", 18).Int("keepdims", 0).Input(&x).Input(&axes, true).Run();
+  auto out = MathOp("ReduceMean", 18).Int("keepdims", 0).Input(&x).Input(&axes, true).Run();
   ASSERT_TRUE(out.ok()) << out.status().ToString();
   EXPECT_EQ((*out)[0].shape(), (Shape{2}));
   Tensor empty = Tensor::FromVector<int64_t>({0}, {});
-  auto noop =
-      OpRunner("ReduceSum", 13).Int("noop_with_empty_axes", 1).Input(&x).Input(&empty).Run();
+  auto noop = MathOp("ReduceSum", 13).Int("noop_with_empty_axes", 1).Input(&x).Input(&empty).Run();
   ASSERT_TRUE(noop.ok());
   EXPECT_EQ((*noop)[0].shape(), (Shape{2, 3}));
-  auto all = OpRunner("ReduceSum", 13).Int("keepdims", 0).Input(&x).Input(nullptr).Run();
+  auto all = MathOp("ReduceSum", 13).Int("keepdims", 0).Input(&x).Input(nullptr).Run();
   ASSERT_TRUE(all.ok());
   EXPECT_EQ((*all)[0].shape(), Shape{});
   // Attributes of the other variant are rejected at load.
-  EXPECT_FALSE(OpRunner("ReduceMean", 13).Int("noop_with_empty_axes", 1).Input(&x).Make().ok());
-  EXPECT_FALSE(OpRunner("ReduceMean", 13).Ints("axes", {2}).Input(&x).Run().ok());
-  EXPECT_FALSE(OpRunner("ReduceMean", 13).Ints("axes", {1, -1}).Input(&x).Run().ok());
+  EXPECT_FALSE(MathOp("ReduceMean", 13).Int("noop_with_empty_axes", 1).Input(&x).Make().ok());
+  EXPECT_FALSE(MathOp("ReduceMean", 13).Ints("axes", {2}).Input(&x).Run().ok());
+  EXPECT_FALSE(MathOp("ReduceMean", 13).Ints("axes", {1, -1}).Input(&x).Run().ok());
 }
 
 TEST(ReduceTest, EmptyInputsAndIntegers) {
   Tensor x = Tensor::FromVector<float>({2, 0}, {});
-  auto sum = OpRunner("ReduceSum", 11).Ints("axes", {1}).Input(&x).Run();
-  auto max = OpRunner("ReduceMax", 11).Ints("axes", {1}).Input(&x).Run();
+  auto sum = MathOp("ReduceSum", 11).Ints("axes", {1}).Input(&x).Run();
+  auto max = MathOp("ReduceMax", 11).Ints("axes", {1}).Input(&x).Run();
   ASSERT_TRUE(sum.ok() && max.ok());
   ExpectNear((*sum)[0], {2, 1}, {0, 0});
   EXPECT_EQ((*max)[0].GetAsDouble(0), -std::numeric_limits<double>::infinity());
   Tensor shape = Tensor::FromVector<int64_t>({3}, {2, 3, 4});
-  auto prod = OpRunner("ReduceProd", 13).Int("keepdims", 0).Input(&shape).Run();
+  auto prod = MathOp("ReduceProd", 13).Int("keepdims", 0).Input(&shape).Run();
   ASSERT_TRUE(prod.ok());
   EXPECT_EQ((*prod)[0].ToInt64Vector(), std::vector<int64_t>{24});
 }
@@ -511,7 +424,7 @@ TEST(ReduceTest, MeanOfLongRowIsExact) {
   // One million values of 1000.1: a float accumulator drifts by whole units.
   std::vector<float> v(1 << 20, 1000.1f);
   Tensor x = Tensor::FromVector<float>({1, 1 << 20}, v);
-  auto out = OpRunner("ReduceMean", 13).Ints("axes", {1}).Input(&x).Run();
+  auto out = MathOp("ReduceMean", 13).Ints("axes", {1}).Input(&x).Run();
   ASSERT_TRUE(out.ok());
   EXPECT_EQ((*out)[0].data<float>()[0], 1000.1f);
 }
@@ -520,9 +433,9 @@ TEST(ReduceTest, MeanOfLongRowIsExact) {
 
 TEST(IndexOpsTest, ArgMaxTiesAndLastIndex) {
   Tensor x = Tensor::FromVector<float>({2, 3}, {1, 5, 5, 7, 2, 7});
-  auto first = OpRunner("ArgMax", 13).Int("axis", 1).Input(&x).Run();
-  auto last = OpRunner("ArgMax", 13).Int("axis", 1).Int("select_last_index", 1).Input(&x).Run();
-  auto min0 = OpRunner("ArgMin", 13).Int("keepdims", 0).Input(&x).Run();
+  auto first = MathOp("ArgMax", 13).Int("axis", 1).Input(&x).Run();
+  auto last = MathOp("ArgMax", 13).Int("axis", 1).Int("select_last_index", 1).Input(&x).Run();
+  auto min0 = MathOp("ArgMin", 13).Int("keepdims", 0).Input(&x).Run();
   ASSERT_TRUE(first.ok() && last.ok() && min0.ok());
   EXPECT_EQ((*first)[0].shape(), (Shape{2, 1}));
   EXPECT_EQ((*first)[0].ToInt64Vector(), (std::vector<int64_t>{1, 0}));
@@ -533,17 +446,16 @@ TEST(IndexOpsTest, ArgMaxTiesAndLastIndex) {
 TEST(IndexOpsTest, TopKAndCumSum) {
   Tensor x = Tensor::FromVector<float>({1, 5}, {3, 1, 3, 9, 0});
   Tensor k = Tensor::FromVector<int64_t>({1}, {3});
-  auto top = OpRunner("TopK", 11).Input(&x).Input(&k).Outputs(2).Run();
+  auto top = MathOp("TopK", 11).Input(&x).Input(&k).Outputs(2).Run();
   ASSERT_TRUE(top.ok()) << top.status().ToString();
   ExpectNear((*top)[0], {1, 3}, {9, 3, 3});
   EXPECT_EQ((*top)[1].ToInt64Vector(), (std::vector<int64_t>{3, 0, 2}));
-  auto small = OpRunner("TopK", 11).Int("largest", 0).Input(&x).Input(&k).Outputs(2).Run();
+  auto small = MathOp("TopK", 11).Int("largest", 0).Input(&x).Input(&k).Outputs(2).Run();
   ASSERT_TRUE(small.ok());
   EXPECT_EQ((*small)[1].ToInt64Vector(), (std::vector<int64_t>{4, 1, 0}));
 
   Tensor axis = Tensor::Scalar<int64_t>(1);
-  auto cs =
-      OpRunner("CumSum", 14).Int("exclusive", 1).Int("reverse", 1).Input(&x).Input(&axis).Run();
+  auto cs = MathOp("CumSum", 14).Int("exclusive", 1).Int("reverse", 1).Input(&x).Input(&axis).Run();
   ASSERT_TRUE(cs.ok());
   ExpectNear((*cs)[0], {1, 5}, {13, 12, 9, 0, 0});
 }
@@ -567,7 +479,7 @@ TEST(EinsumTest, MatchesOnnxNodeTestsInFloat32) {
     std::ifstream in(dir + "model.onnx", std::ios::binary);
     ASSERT_TRUE(model.ParseFromIstream(&in)) << name;
     const onnx::NodeProto& node = model.graph().node(0);
-    OpRunner r("Einsum", 12);
+    auto r = MathOp("Einsum", 12);
     r.String("equation", node.attribute(0).s());
     std::vector<Tensor> inputs;
     for (int i = 0; i < node.input_size(); ++i) {
@@ -590,29 +502,28 @@ TEST(EinsumTest, MatchesOnnxNodeTestsInFloat32) {
 TEST(EinsumTest, EllipsisBroadcastAndImplicitOutput) {
   Tensor a = RandomTensor({2, 1, 3, 4}, 1), b = RandomTensor({5, 4, 6}, 2);
   auto out =
-      OpRunner("Einsum", 12).String("equation", "...ij,...jk->...ik").Input(&a).Input(&b).Run();
+      MathOp("Einsum", 12).String("equation", "...ij,...jk->...ik").Input(&a).Input(&b).Run();
   ASSERT_TRUE(out.ok()) << out.status().ToString();
-  auto mm = OpRunner("MatMul", 13).Input(&a).Input(&b).Run();
+  auto mm = MathOp("MatMul", 13).Input(&a).Input(&b).Run();
   ASSERT_TRUE(mm.ok());
   std::vector<double> want((*mm)[0].numel());
   for (size_t i = 0; i < want.size(); ++i) want[i] = (*mm)[0].GetAsDouble(i);
   ExpectNear((*out)[0], {2, 5, 3, 6}, want, 1e-5);
   // Implicit output: labels seen once, alphabetically ("ba,cb" -> "ac").
   Tensor x = RandomTensor({3, 2}, 3), y = RandomTensor({4, 3}, 4);
-  auto imp = OpRunner("Einsum", 12).String("equation", "ba,cb").Input(&x).Input(&y).Run();
+  auto imp = MathOp("Einsum", 12).String("equation", "ba,cb").Input(&x).Input(&y).Run();
   ASSERT_TRUE(imp.ok()) << imp.status().ToString();
   EXPECT_EQ((*imp)[0].shape(), (Shape{2, 4}));
-  EXPECT_FALSE(OpRunner("Einsum", 12).String("equation", "ij,jk->ik").Input(&x).Make().ok());
-  EXPECT_FALSE(
-      OpRunner("Einsum", 12).String("equation", "ij,jk->ik").Input(&x).Input(&x).Run().ok());
+  EXPECT_FALSE(MathOp("Einsum", 12).String("equation", "ij,jk->ik").Input(&x).Make().ok());
+  EXPECT_FALSE(MathOp("Einsum", 12).String("equation", "ij,jk->ik").Input(&x).Input(&x).Run().ok());
 }
 
 TEST(MathFactoriesTest, RejectDoubleAndUnknownAttributes) {
   Tensor d = Tensor::Empty(DataType::kFloat64, {2, 2});
-  auto s = OpRunner("MatMul", 13).Input(&d).Input(&d).Make();
+  auto s = MathOp("MatMul", 13).Input(&d).Input(&d).Make();
   EXPECT_EQ(s.status().code(), StatusCode::kUnimplemented);
   Tensor x = RandomTensor({2, 2}, 1);
-  auto u = OpRunner("Softmax", 13).Int("bogus", 1).Input(&x).Make();
+  auto u = MathOp("Softmax", 13).Int("bogus", 1).Input(&x).Make();
   EXPECT_EQ(u.status().code(), StatusCode::kUnimplemented);
   EXPECT_NE(u.status().message().find("bogus"), std::string::npos);
 }
