@@ -411,6 +411,14 @@ Result<std::unique_ptr<Session>> Session::LoadFromBytes(std::string_view bytes,
   return std::unique_ptr<Session>(std::move(session));
 }
 
+std::string_view PrecisionName(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+
+Result<Precision> ParsePrecision(std::string_view name) {
+  if (name == "fp32" || name == "float32") return Precision::kFp32;
+  if (name == "bf16" || name == "bfloat16") return Precision::kBf16;
+  return InvalidArgument("unknown precision '" + std::string(name) + "' (expected fp32 or bf16)");
+}
+
 Result<std::unique_ptr<Session>> Session::Load(const std::string& path,
                                                const SessionOptions& options) {
   std::error_code ec;

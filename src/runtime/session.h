@@ -13,6 +13,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -23,8 +24,20 @@
 
 namespace infermesh::runtime {
 
+// Arithmetic precision of the matrix products. kBf16 rounds activations and
+// weights to bfloat16 (AVX512-BF16) and accumulates in float32; everything else
+// (softmax, LayerNorm, residuals) stays float32. Only the fused transformer-encoder
+// path honours it; generic graphs always run in float32.
+enum class Precision { kFp32, kBf16 };
+std::string_view PrecisionName(Precision p);
+// "fp32" or "bf16" (also "float32", "bfloat16"); InvalidArgument otherwise.
+Result<Precision> ParsePrecision(std::string_view name);
+
 struct SessionOptions {
   int intra_op_threads = 0;  // 0 = all cores
+  // Unset: the model's own choice (EmbeddingModel reads "precision" from the model
+  // directory's infermesh.json), float32 when it has none.
+  std::optional<Precision> precision;
   // Model files larger than this are rejected before reading (protobuf's own
   // ceiling is 2 GiB; larger weights must use external data).
   int64_t max_model_bytes = int64_t{2} << 30;
