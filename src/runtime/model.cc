@@ -1,9 +1,15 @@
 #include "runtime/model.h"
 
+#include <google/protobuf/io/coded_stream.h>
+#include <onnx/onnx_pb.h>
+
 #include <boost/json.hpp>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+
+#include "core/log.h"
+#include "runtime/encoder/fused_encoder.h"
 
 namespace infermesh::runtime {
 namespace {
@@ -82,10 +88,16 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
     return NotFound("no tokenizer.json or vocab.txt in '" + dir + "'");
   }
 
+  int heads_hint = 0;
+  bool roberta_positions = false;
   if (fs::exists(root / "config.json")) {
     IM_ASSIGN_OR_RETURN(auto cfg, ReadJson(root / "config.json"));
     if (cfg.is_object()) {
       const auto& o = cfg.as_object();
+      auto heads = o.find("num_attention_heads");
+      if (heads != o.end() && heads->value().is_int64()) {
+        heads_hint = static_cast<int>(heads->value().as_int64());
+      }
       auto it = o.find("max_position_embeddings");
       if (it != o.end() && it->value().is_int64()) {
         int64_t m = it->value().as_int64();
@@ -93,7 +105,10 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
         auto type = o.find("model_type");
         if (type != o.end() && type->value().is_string()) {
           std::string t(type->value().as_string());
-          if (t == "roberta" || t == "xlm-roberta" || t == "camembert") m -= 2;
+          if (t == "roberta" || t == "xlm-roberta" || t == "camembert") {
+            m -= 2;
+            roberta_positions = true;
+          }
         }
         if (m > 0) model->max_length_ = static_cast<size_t>(m);
       }
@@ -150,7 +165,166 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
     IM_ASSIGN_OR_RETURN(Tensor t, model->EmbedEncodings({e}, false));
     model->dim_ = t.dim(1);
   }
+
+  // The precision: the caller's, else the model directory's infermesh.json.
+  SessionOptions opts = options;
+  if (!opts.precision && fs::exists(root / "infermesh.json")) {
+    IM_ASSIGN_OR_RETURN(auto cfg, ReadJson(root / "infermesh.json"));
+    if (cfg.is_object()) {
+      auto it = cfg.as_object().find("precision");
+      if (it != cfg.as_object().end()) {
+        if (!it->value().is_string()) {
+          return InvalidArgument((root / "infermesh.json").string() +
+                                 ": \"precision\" must be a string");
+        }
+        auto p = ParsePrecision(std::string(it->value().as_string()));
+        if (!p.ok()) return p.status().WithContext((root / "infermesh.json").string());
+        opts.precision = *p;
+      }
+    }
+  }
+  if (opts.fused_encoder) {
+    Status st = model->TryFusedEncoder(onnx_path.string(), opts, heads_hint, roberta_positions);
+    if (!st.ok()) {
+      log::Info("fused encoder not used; running the ONNX graph",
+                {{"model", dir}, {"reason", st.ToString()}});
+    }
+  }
+  if (opts.precision.value_or(Precision::kFp32) != model->precision_) {
+    log::Warn("requested precision not available; running float32",
+              {{"model", dir}, {"requested", std::string(PrecisionName(*opts.precision))}});
+  }
   return model;
+}
+
+EmbeddingModel::~EmbeddingModel() = default;
+
+namespace {
+
+Result<std::unique_ptr<onnx::ModelProto>> ParseModelFile(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto model = std::make_unique<onnx::ModelProto>();
+  google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                static_cast<int>(bytes.size()));
+  stream.SetTotalBytesLimit(INT32_MAX);
+  if (!model->ParseFromCodedStream(&stream)) return InvalidArgument("protobuf parse failed");
+  return model;
+}
+
+// Largest difference between the fused encoder and the graph on real tokens, relative
+// to the graph's largest magnitude.
+Result<double> CompareWithGraph(const encoder::FusedEncoder& enc, const Tensor& graph_hidden,
+                                const std::vector<Encoding>& probe) {
+  encoder::PackedBatch pb;
+  pb.cu.push_back(0);
+  for (const auto& e : probe) {
+    pb.ids.insert(pb.ids.end(), e.ids.begin(), e.ids.end());
+    pb.cu.push_back(static_cast<int64_t>(pb.ids.size()));
+  }
+  const int64_t seq = graph_hidden.dim(1), d = graph_hidden.dim(2);
+  double max_err = 0, max_ref = 0;
+  IM_RETURN_IF_ERROR(enc.Run(pb, [&](const float* x) {
+    for (size_t b = 0; b < probe.size(); ++b) {
+      const float* ref = graph_hidden.data<float>() + static_cast<int64_t>(b) * seq * d;
+      const float* got = x + pb.cu[b] * d;
+      for (int64_t i = 0; i < (pb.cu[b + 1] - pb.cu[b]) * d; ++i) {
+        max_err = std::max(max_err, static_cast<double>(std::fabs(ref[i] - got[i])));
+        max_ref = std::max(max_ref, static_cast<double>(std::fabs(ref[i])));
+      }
+    }
+  }));
+  if (!std::isfinite(max_err)) return std::numeric_limits<double>::infinity();
+  return max_err / std::max(max_ref, 1e-6);
+}
+
+}  // namespace
+
+Status EmbeddingModel::TryFusedEncoder(const std::string& onnx_path, const SessionOptions& options,
+                                       int heads_hint, bool roberta_positions) {
+  if (session_->outputs().at(0).shape.size() != 3) {
+    return Unimplemented("the first output is not [batch, sequence, hidden]");
+  }
+  if (wants_position_ids_) return Unimplemented("the model takes position_ids");
+  IM_ASSIGN_OR_RETURN(auto proto, ParseModelFile(onnx_path));
+  IM_ASSIGN_OR_RETURN(encoder::EncoderWeights w,
+                      encoder::ExtractEncoderWeights(*proto, fs::path(onnx_path).parent_path()));
+  proto.reset();
+  if (!w.type.empty() && !wants_token_type_ids_) {
+    return Unimplemented("a token-type table without a token_type_ids input");
+  }
+
+  // A probe batch of two sequences, checked against the graph.
+  std::vector<Encoding> probe(2);
+  const int64_t lens[2] = {std::min<int64_t>(11, static_cast<int64_t>(max_length_)),
+                           std::min<int64_t>(4, static_cast<int64_t>(max_length_))};
+  for (int b = 0; b < 2; ++b) {
+    for (int64_t i = 0; i < lens[b]; ++i) {
+      probe[b].ids.push_back((1000 + 7919 * (i + 13 * b)) % w.vocab);
+      probe[b].type_ids.push_back(0);
+      probe[b].attention_mask.push_back(1);
+    }
+  }
+  IM_ASSIGN_OR_RETURN(Tensor graph_hidden, RunGraph(probe));
+  if (graph_hidden.rank() != 3 || graph_hidden.dim(2) != w.hidden) {
+    return Unimplemented("graph output does not match the hidden size");
+  }
+
+  std::vector<int> heads;
+  if (heads_hint > 0) heads.push_back(heads_hint);
+  for (int hd : {64, 32, 128, 96, 80, 48, 16}) {
+    if (w.hidden % hd == 0 && static_cast<int>(w.hidden / hd) != heads_hint) {
+      heads.push_back(static_cast<int>(w.hidden / hd));
+    }
+  }
+  std::vector<int64_t> offsets =
+      roberta_positions ? std::vector<int64_t>{2, 0} : std::vector<int64_t>{0, 2};
+  std::vector<std::array<int, 3>> orders = {{0, 1, 2}};
+  if (w.layers.at(0).qkv_w.size() == 3) {
+    orders = {{0, 1, 2}, {1, 0, 2}, {0, 2, 1}, {2, 0, 1}, {1, 2, 0}, {2, 1, 0}};
+  }
+  encoder::FusedEncoderOptions eo;
+  eo.threads = options.intra_op_threads;
+  constexpr double kMaxRelativeError = 1e-4;
+  double best = std::numeric_limits<double>::infinity();
+  std::unique_ptr<encoder::FusedEncoder> fp32;
+  for (int h : heads) {
+    for (int64_t off : offsets) {
+      for (const auto& order : orders) {
+        eo.heads = h;
+        eo.position_offset = off;
+        eo.qkv_order = order;
+        auto enc = encoder::FusedEncoder::Create(w, eo);
+        if (!enc.ok()) continue;
+        auto err = CompareWithGraph(**enc, graph_hidden, probe);
+        if (!err.ok()) continue;
+        best = std::min(best, *err);
+        if (*err <= kMaxRelativeError) {
+          fp32 = std::move(enc).value();
+          break;
+        }
+      }
+      if (fp32) break;
+    }
+    if (fp32) break;
+  }
+  if (!fp32) {
+    return Unimplemented("fused encoder disagrees with the graph (relative error " +
+                         std::to_string(best) + ")");
+  }
+  if (options.precision.value_or(Precision::kFp32) == Precision::kBf16) {
+    eo = fp32->options();
+    eo.precision = Precision::kBf16;
+    auto reduced = encoder::FusedEncoder::Create(w, eo);
+    if (reduced.ok()) {
+      encoder_ = std::move(reduced).value();
+      precision_ = Precision::kBf16;
+      return OkStatus();
+    }
+    log::Warn("bf16 not available for this model", {{"reason", reduced.status().ToString()}});
+  }
+  encoder_ = std::move(fp32);
+  return OkStatus();
 }
 
 Result<Encoding> EmbeddingModel::Tokenize(std::string_view text,
@@ -168,6 +342,61 @@ Result<Encoding> EmbeddingModel::Tokenize(std::string_view text,
 
 Result<Tensor> EmbeddingModel::EmbedEncodings(const std::vector<Encoding>& encodings,
                                               bool normalize) const {
+  if (encodings.empty()) return InvalidArgument("empty batch");
+  if (encoder_) return EmbedFused(encodings, normalize);
+  IM_ASSIGN_OR_RETURN(Tensor hidden, RunGraph(encodings));
+  IM_ASSIGN_OR_RETURN(Tensor pooled, Pool(hidden, encodings));
+  if (normalize) NormalizeRows(pooled);
+  return pooled;
+}
+
+Result<Tensor> EmbeddingModel::EmbedFused(const std::vector<Encoding>& encodings,
+                                          bool normalize) const {
+  encoder::PackedBatch pb;
+  pb.cu.reserve(encodings.size() + 1);
+  pb.cu.push_back(0);
+  bool types = false;
+  for (const auto& e : encodings) {
+    if (e.ids.empty()) return InvalidArgument("an input tokenized to zero tokens");
+    pb.ids.insert(pb.ids.end(), e.ids.begin(), e.ids.end());
+    pb.cu.push_back(static_cast<int64_t>(pb.ids.size()));
+    for (int64_t t : e.type_ids) types = types || t != 0;
+  }
+  if (types && wants_token_type_ids_) {
+    pb.type_ids.reserve(pb.ids.size());
+    for (const auto& e : encodings) {
+      for (size_t i = 0; i < e.ids.size(); ++i) {
+        pb.type_ids.push_back(i < e.type_ids.size() ? e.type_ids[i] : 0);
+      }
+    }
+  }
+  const int64_t batch = static_cast<int64_t>(encodings.size());
+  const int64_t d = encoder_->hidden();
+  Tensor pooled = Tensor::Empty(DataType::kFloat32, {batch, d});
+  float* p = pooled.data<float>();
+  IM_RETURN_IF_ERROR(encoder_->Run(pb, [&](const float* x) {
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t begin = pb.cu[b], end = pb.cu[b + 1];
+      if (pooling_ == Pooling::kCls) {
+        std::copy(x + begin * d, x + (begin + 1) * d, p + b * d);
+      } else if (pooling_ == Pooling::kLastToken) {
+        std::copy(x + (end - 1) * d, x + end * d, p + b * d);
+      } else {
+        float* out = p + b * d;
+        std::fill(out, out + d, 0.0f);
+        for (int64_t t = begin; t < end; ++t) {
+          for (int64_t j = 0; j < d; ++j) out[j] += x[t * d + j];
+        }
+        const float inv = 1.0f / static_cast<float>(end - begin);
+        for (int64_t j = 0; j < d; ++j) out[j] *= inv;
+      }
+    }
+  }));
+  if (normalize) NormalizeRows(pooled);
+  return pooled;
+}
+
+Result<Tensor> EmbeddingModel::RunGraph(const std::vector<Encoding>& encodings) const {
   if (encodings.empty()) return InvalidArgument("empty batch");
   const int64_t batch = static_cast<int64_t>(encodings.size());
   int64_t seq = 0;
@@ -221,7 +450,13 @@ Result<Tensor> EmbeddingModel::EmbedEncodings(const std::vector<Encoding>& encod
     }
   }
   IM_ASSIGN_OR_RETURN(std::vector<Tensor> outs, session_->Run(used));
-  const Tensor& hidden = outs.at(0);
+  return outs.at(0);
+}
+
+Result<Tensor> EmbeddingModel::Pool(const Tensor& hidden,
+                                    const std::vector<Encoding>& encodings) const {
+  const int64_t batch = static_cast<int64_t>(encodings.size());
+  const int64_t seq = hidden.rank() == 3 ? hidden.dim(1) : 0;
   Tensor pooled;
   if (hidden.rank() == 2 && hidden.dim(0) == batch) {
     pooled = hidden.Clone();  // the model pools itself (sentence_embedding output)
@@ -249,7 +484,6 @@ Result<Tensor> EmbeddingModel::EmbedEncodings(const std::vector<Encoding>& encod
     return InvalidArgument("model output has shape " + ShapeToString(hidden.shape()) +
                            "; expected [batch, seq, hidden] or [batch, hidden]");
   }
-  if (normalize) NormalizeRows(pooled);
   return pooled;
 }
 

@@ -19,6 +19,10 @@
 #include "runtime/tensor.h"
 #include "runtime/tokenizer.h"
 
+namespace infermesh::runtime::encoder {
+class FusedEncoder;
+}
+
 namespace infermesh::runtime {
 
 enum class Pooling { kCls, kMean, kLastToken };
@@ -52,16 +56,31 @@ class EmbeddingModel {
   bool normalize_by_default() const { return normalize_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
   const Session& session() const { return *session_; }
+  // The fused encoder path, when this model uses it (null: the generic graph runs).
+  const encoder::FusedEncoder* fused_encoder() const { return encoder_.get(); }
+  // The precision actually in use ("fp32" or "bf16").
+  Precision precision() const { return precision_; }
+  // Final hidden states through the generic graph: [batch, longest, hidden], padded.
+  Result<Tensor> RunGraph(const std::vector<Encoding>& encodings) const;
+
+  ~EmbeddingModel();
 
  private:
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Session> session_;
+  std::unique_ptr<encoder::FusedEncoder> encoder_;
+  Precision precision_ = Precision::kFp32;
   Pooling pooling_ = Pooling::kCls;
   bool normalize_ = false;
   size_t max_length_ = 512;
   int64_t dim_ = 0;
   bool wants_token_type_ids_ = false;
   bool wants_position_ids_ = false;
+
+  Status TryFusedEncoder(const std::string& onnx_path, const SessionOptions& options,
+                         int heads_hint, bool roberta_positions);
+  Result<Tensor> EmbedFused(const std::vector<Encoding>& encodings, bool normalize) const;
+  Result<Tensor> Pool(const Tensor& hidden, const std::vector<Encoding>& encodings) const;
 };
 
 // L2-normalizes each row of a [n, d] float32 tensor in place.

@@ -38,6 +38,9 @@ struct SessionOptions {
   // Unset: the model's own choice (EmbeddingModel reads "precision" from the model
   // directory's infermesh.json), float32 when it has none.
   std::optional<Precision> precision;
+  // EmbeddingModel runs BERT-family encoders through the fused packed-sequence path
+  // (runtime/encoder/) when the graph allows it; false forces the generic graph.
+  bool fused_encoder = true;
   // Model files larger than this are rejected before reading (protobuf's own
   // ceiling is 2 GiB; larger weights must use external data).
   int64_t max_model_bytes = int64_t{2} << 30;

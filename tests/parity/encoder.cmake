@@ -18,7 +18,8 @@ set_tests_properties(encoder_fixtures PROPERTIES FIXTURES_SETUP encoder_fixtures
 add_executable(encoder_parity_test ${CMAKE_CURRENT_LIST_DIR}/encoder_parity_test.cc)
 target_link_libraries(encoder_parity_test PRIVATE infermesh_runtime GTest::gtest GTest::gtest_main)
 target_compile_definitions(encoder_parity_test PRIVATE
-                           INFERMESH_FIXTURE_DIR="${INFERMESH_FIXTURE_DIR}")
+                           INFERMESH_FIXTURE_DIR="${INFERMESH_FIXTURE_DIR}"
+                           INFERMESH_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
 infermesh_warnings(encoder_parity_test)
 gtest_discover_tests(encoder_parity_test TEST_PREFIX "encoder_parity." NO_PRETTY_VALUES
                      DISCOVERY_TIMEOUT 60 PROPERTIES FIXTURES_REQUIRED encoder_fixtures LABELS parity TIMEOUT 300)

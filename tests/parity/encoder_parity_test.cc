@@ -13,11 +13,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <ostream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "runtime/encoder/fused_encoder.h"
+#include "runtime/model.h"
 #include "runtime/onnx_tensor.h"
 #include "runtime/session.h"
 #include "runtime/tensor.h"
@@ -76,7 +79,9 @@ std::vector<fs::path> DataSets(const fs::path& model_dir) {
 }
 
 // Compares `got` against `ref` row by row (rows = last dimension) and reports the worst row.
-void ExpectClose(const Tensor& ref, const Tensor& got, const std::string& what) {
+void ExpectClose(const Tensor& ref, const Tensor& got, const std::string& what,
+                 double min_row_cosine = kMinRowCosine,
+                 double max_rel_abs_error = kMaxRelAbsError) {
   ASSERT_EQ(got.dtype(), DataType::kFloat32) << what << ": got " << got.DebugString();
   ASSERT_EQ(ShapeToString(got.shape()), ShapeToString(ref.shape())) << what;
   ASSERT_GT(ref.rank(), 0u) << what;
@@ -112,9 +117,9 @@ void ExpectClose(const Tensor& ref, const Tensor& got, const std::string& what) 
     }
   }
   EXPECT_EQ(nonfinite, 0) << what << ": non-finite outputs";
-  EXPECT_GE(min_cos, kMinRowCosine)
+  EXPECT_GE(min_cos, min_row_cosine)
       << what << ": row " << worst_cos_row << " of " << rows << " (width " << width << ")";
-  EXPECT_LE(max_err, kMaxRelAbsError * max_ref)
+  EXPECT_LE(max_err, max_rel_abs_error * max_ref)
       << what << ": max abs error at flat index " << worst_err_at << " (ref " << r[worst_err_at]
       << ", got " << g[worst_err_at] << "), max |ref| " << max_ref;
   std::printf("  %s: min row cosine %.9f, max abs error %.3g (max |ref| %.3g)\n", what.c_str(),
@@ -174,6 +179,134 @@ TEST_P(EncoderParity, MatchesPyTorchAndOnnxRuntime) {
 
 INSTANTIATE_TEST_SUITE_P(Models, EncoderParity, ::testing::ValuesIn(kModels),
                          [](const auto& info) { return std::string(info.param.name); });
+
+// The fused encoder path (runtime/encoder/) on the same fixtures: EmbeddingModel must
+// choose it for every BERT-style fixture, and its hidden states on real tokens must
+// match PyTorch's like the graph's do (float32), or within bf16's rounding (bf16).
+struct FusedCase {
+  const char* name;
+  const char* dir;
+  Precision precision;
+};
+void PrintTo(const FusedCase& c, std::ostream* os) { *os << c.name; }
+
+const FusedCase kFusedCases[] = {
+    {"tiny_op14_fp32", "tiny-op14", Precision::kFp32},
+    {"tiny_op17_fp32", "tiny-op17", Precision::kFp32},
+    {"bge_small_op14_fp32", "bge-small-op14", Precision::kFp32},
+    {"bge_small_op17_fp32", "bge-small-op17", Precision::kFp32},
+    {"tiny_op17_bf16", "tiny-op17", Precision::kBf16},
+    {"bge_small_op14_bf16", "bge-small-op14", Precision::kBf16},
+};
+
+// bf16 rounds every matmul input to 8 significant bits: per-token hidden states
+// must still point the same way (the bar for embeddings is cosine 0.999).
+constexpr double kBf16MinRowCosine = 0.999;
+constexpr double kBf16MaxRelAbsError = 5e-2;
+
+class FusedEncoderParity : public ::testing::TestWithParam<FusedCase> {};
+
+TEST_P(FusedEncoderParity, MatchesPyTorchOnRealTokens) {
+  const FusedCase& c = GetParam();
+  if (c.precision == Precision::kBf16 && !encoder::CpuHasAvx512Bf16()) {
+    GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  }
+  const fs::path dir = fs::path(FixtureDir()) / c.dir;
+  SessionOptions options;
+  options.intra_op_threads = 2;
+  options.precision = c.precision;
+  auto model = EmbeddingModel::Load(dir.string(), options);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  const encoder::FusedEncoder* enc = (*model)->fused_encoder();
+  ASSERT_NE(enc, nullptr) << "EmbeddingModel did not take the fused encoder path for " << dir;
+  EXPECT_EQ((*model)->precision(), c.precision);
+
+  for (const auto& set : DataSets(dir / "onnx")) {
+    SCOPED_TRACE(set.string());
+    auto ids = ReadTensorFile((set / "input_0.pb").string());
+    auto mask = ReadTensorFile((set / "input_1.pb").string());
+    auto types = ReadTensorFile((set / "input_2.pb").string());
+    auto ref = ReadTensorFile((set / "output_0.pb").string());
+    ASSERT_TRUE(ids.ok() && mask.ok() && types.ok() && ref.ok());
+    const int64_t batch = ids->dim(0), seq = ids->dim(1), hidden = ref->dim(2);
+    encoder::PackedBatch pb;
+    pb.cu.push_back(0);
+    std::vector<float> want;
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t s = 0; s < seq; ++s) {
+        if (mask->data<int64_t>()[b * seq + s] == 0) continue;
+        pb.ids.push_back(ids->data<int64_t>()[b * seq + s]);
+        pb.type_ids.push_back(types->data<int64_t>()[b * seq + s]);
+        const float* row = ref->data<float>() + (b * seq + s) * hidden;
+        want.insert(want.end(), row, row + hidden);
+      }
+      pb.cu.push_back(static_cast<int64_t>(pb.ids.size()));
+    }
+    const int64_t tokens = static_cast<int64_t>(pb.ids.size());
+    Tensor got = Tensor::Empty(DataType::kFloat32, {tokens, hidden});
+    auto st =
+        enc->Run(pb, [&](const float* x) { std::copy(x, x + tokens * hidden, got.data<float>()); });
+    ASSERT_TRUE(st.ok()) << st.ToString();
+    Tensor expected = Tensor::FromVector<float>({tokens, hidden}, want);
+    if (c.precision == Precision::kFp32) {
+      ExpectClose(expected, got, set.filename().string() + " fused fp32 vs PyTorch");
+    } else {
+      ExpectClose(expected, got, set.filename().string() + " fused bf16 vs PyTorch",
+                  kBf16MinRowCosine, kBf16MaxRelAbsError);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Models, FusedEncoderParity, ::testing::ValuesIn(kFusedCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+// Sentence embeddings of a text corpus: bf16 against our float32, and the fused float32
+// against the ONNX graph (each text alone and all in one packed batch).
+TEST(FusedEncoderCorpus, Bf16EmbeddingsMatchFloat32) {
+  if (!encoder::CpuHasAvx512Bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  const fs::path dir = fs::path(FixtureDir()) / "bge-small-op14";
+  SessionOptions options;
+  options.intra_op_threads = 2;
+  options.precision = Precision::kFp32;
+  auto fp32 = EmbeddingModel::Load(dir.string(), options);
+  options.precision = Precision::kBf16;
+  auto bf16 = EmbeddingModel::Load(dir.string(), options);
+  options.fused_encoder = false;
+  options.precision.reset();
+  auto graph = EmbeddingModel::Load(dir.string(), options);
+  ASSERT_TRUE(fp32.ok() && bf16.ok() && graph.ok());
+  ASSERT_EQ((*graph)->fused_encoder(), nullptr);
+
+  std::vector<std::string> texts;
+  // The project's own prose: short and long lines, code, punctuation.
+  for (const char* doc : {"/docs/api.md", "/docs/operations.md", "/docs/configuration.md"}) {
+    std::ifstream corpus(std::string(INFERMESH_SOURCE_DIR) + doc);
+    for (std::string line; std::getline(corpus, line) && texts.size() < 96;) {
+      if (line.size() > 20) texts.push_back(line);
+    }
+  }
+  ASSERT_GE(texts.size(), 64u);
+  EmbedOptions eo;
+  eo.normalize = true;
+  auto a = (*fp32)->Embed(texts, eo);
+  auto b = (*bf16)->Embed(texts, eo);
+  auto g = (*graph)->Embed(texts, eo);
+  ASSERT_TRUE(a.ok() && b.ok() && g.ok());
+  double min_bf16 = 1, min_graph = 1;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    double ab = 0, ag = 0;
+    for (size_t j = 0; j < (*a)[i].size(); ++j) {
+      ab += double((*a)[i][j]) * (*b)[i][j];
+      ag += double((*a)[i][j]) * (*g)[i][j];
+    }
+    min_bf16 = std::min(min_bf16, ab);
+    min_graph = std::min(min_graph, ag);
+  }
+  std::printf("  %zu texts: min cosine bf16 vs fp32 %.6f, fused fp32 vs graph %.9f\n", texts.size(),
+              min_bf16, min_graph);
+  EXPECT_GE(min_bf16, 0.999);
+  EXPECT_GE(min_graph, 0.99999);
+}
 
 // Bad inputs must come back as a clear InvalidArgument from Run, never a crash.
 class EncoderInputValidation : public ::testing::Test {

@@ -69,7 +69,9 @@ onnx::ModelProto AddReluModel() {
 }
 
 Result<std::unique_ptr<Session>> LoadModel(const onnx::ModelProto& m) {
-  return Session::LoadFromBytes(m.SerializeAsString(), "", {.intra_op_threads = 1});
+  SessionOptions options;
+  options.intra_op_threads = 1;
+  return Session::LoadFromBytes(m.SerializeAsString(), "", options);
 }
 
 TEST(SessionTest, RunsAGraphWithInitializers) {

@@ -1,0 +1,254 @@
+#include "runtime/encoder/fused_encoder.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+
+#include "core/thread_pool.h"
+#include "runtime/encoder/linear.h"
+
+namespace infermesh::runtime::encoder {
+namespace {
+
+// Row counts are rounded up to this multiple, so that a worker whose batches vary by
+// a few tokens reuses matmul primitives (each new row count costs ~1 ms to create).
+constexpr int64_t kRowQuantum = 8;
+
+template <typename T>
+T* Grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  return v.data();
+}
+
+struct PackedLayer {
+  PackedWeight qkv, out, ffn1, ffn2;
+  LayerNormParams ln1, ln2;
+};
+
+// Per-run buffers, reused across runs (they only grow).
+struct Arena {
+  std::vector<float> hidden, qkv, ctx, ffn, scratch;
+  std::vector<bf16> hidden16, ctx16, ffn16;
+  std::vector<int64_t> positions;
+};
+
+}  // namespace
+
+struct FusedEncoder::Impl {
+  EncoderWeights weights;  // embeddings and norms (linears are packed below)
+  std::unique_ptr<LinearKind> qkv, out, ffn1, ffn2;
+  std::vector<PackedLayer> layers;
+  LayerNormParams embedding_ln;
+  int threads = 1;
+  bool bf16 = false;
+  int64_t hidden = 0, ffn = 0;
+  int heads = 0, head_dim = 0;
+
+  mutable std::mutex mu;
+  mutable std::vector<std::unique_ptr<Arena>> free_arenas;
+
+  std::unique_ptr<Arena> TakeArena() const {
+    std::lock_guard<std::mutex> lock(mu);
+    if (free_arenas.empty()) return std::make_unique<Arena>();
+    auto a = std::move(free_arenas.back());
+    free_arenas.pop_back();
+    return a;
+  }
+  void ReturnArena(std::unique_ptr<Arena> a) const {
+    std::lock_guard<std::mutex> lock(mu);
+    free_arenas.push_back(std::move(a));
+  }
+};
+
+FusedEncoder::~FusedEncoder() = default;
+
+Result<std::unique_ptr<FusedEncoder>> FusedEncoder::Create(const EncoderWeights& w,
+                                                           const FusedEncoderOptions& options) {
+  const int64_t h = w.hidden;
+  if (options.heads <= 0 || h % options.heads != 0) {
+    return InvalidArgument("hidden size " + std::to_string(h) + " is not divisible by " +
+                           std::to_string(options.heads) + " heads");
+  }
+  if (options.precision == Precision::kBf16 && !CpuHasAvx512Bf16()) {
+    return Unimplemented("bf16 precision needs a CPU with AVX512-BF16");
+  }
+  auto enc = std::unique_ptr<FusedEncoder>(new FusedEncoder());
+  enc->options_ = options;
+  enc->hidden_ = h;
+  enc->max_positions_ = w.max_positions;
+  enc->impl_ = std::make_unique<Impl>();
+  Impl& im = *enc->impl_;
+  im.threads = options.threads > 0 ? options.threads : static_cast<int>(HardwareThreads());
+  im.bf16 = options.precision == Precision::kBf16;
+  im.hidden = h;
+  im.ffn = w.ffn;
+  im.heads = options.heads;
+  im.head_dim = static_cast<int>(h / options.heads);
+  const Precision p = options.precision;
+  const Epilogue gelu =
+      w.activation == Activation::kGeluErf ? Epilogue::kBiasGeluErf : Epilogue::kBiasGeluTanh;
+  IM_ASSIGN_OR_RETURN(im.qkv, LinearKind::Create({h, 3 * h, Epilogue::kBias, p, false}));
+  IM_ASSIGN_OR_RETURN(im.out, LinearKind::Create({h, h, Epilogue::kBiasAccumulate, p, false}));
+  IM_ASSIGN_OR_RETURN(im.ffn1, LinearKind::Create({h, w.ffn, gelu, p, im.bf16}));
+  IM_ASSIGN_OR_RETURN(im.ffn2, LinearKind::Create({w.ffn, h, Epilogue::kBiasAccumulate, p, false}));
+
+  // Embeddings and norms are copied; the big matrices go straight into packed form.
+  im.weights.hidden = h;
+  im.weights.ffn = w.ffn;
+  im.weights.vocab = w.vocab;
+  im.weights.max_positions = w.max_positions;
+  im.weights.type_vocab = w.type_vocab;
+  im.weights.word = w.word;
+  im.weights.position = w.position;
+  im.weights.type = w.type;
+  im.weights.embedding_ln = w.embedding_ln;
+  im.weights.layers.resize(w.layers.size());
+  im.embedding_ln = {im.weights.embedding_ln.gamma.data(), im.weights.embedding_ln.beta.data(),
+                     im.weights.embedding_ln.eps};
+  std::vector<float> wqkv(static_cast<size_t>(h * 3 * h)), bqkv(static_cast<size_t>(3 * h));
+  for (size_t l = 0; l < w.layers.size(); ++l) {
+    const EncoderLayerWeights& src = w.layers[l];
+    EncoderLayerWeights& keep = im.weights.layers[l];
+    keep.ln1 = src.ln1;
+    keep.ln2 = src.ln2;
+    PackedLayer pl;
+    const float* qkv_w;
+    const float* qkv_b;
+    if (src.qkv_w.size() == 1) {
+      qkv_w = src.qkv_w[0].data();
+      qkv_b = src.qkv_b[0].data();
+    } else if (src.qkv_w.size() == 3) {
+      for (int part = 0; part < 3; ++part) {
+        const auto& m = src.qkv_w[static_cast<size_t>(options.qkv_order[part])];
+        const auto& b = src.qkv_b[static_cast<size_t>(options.qkv_order[part])];
+        for (int64_t r = 0; r < h; ++r) {
+          std::copy(m.begin() + r * h, m.begin() + (r + 1) * h,
+                    wqkv.begin() + r * 3 * h + part * h);
+        }
+        std::copy(b.begin(), b.end(), bqkv.begin() + part * h);
+      }
+      qkv_w = wqkv.data();
+      qkv_b = bqkv.data();
+    } else {
+      return InvalidArgument("layer needs one or three Q/K/V projections");
+    }
+    IM_ASSIGN_OR_RETURN(pl.qkv, im.qkv->Pack(qkv_w, qkv_b));
+    IM_ASSIGN_OR_RETURN(pl.out, im.out->Pack(src.out_w.data(), src.out_b.data()));
+    IM_ASSIGN_OR_RETURN(pl.ffn1, im.ffn1->Pack(src.ffn1_w.data(), src.ffn1_b.data()));
+    IM_ASSIGN_OR_RETURN(pl.ffn2, im.ffn2->Pack(src.ffn2_w.data(), src.ffn2_b.data()));
+    pl.ln1 = {keep.ln1.gamma.data(), keep.ln1.beta.data(), keep.ln1.eps};
+    pl.ln2 = {keep.ln2.gamma.data(), keep.ln2.beta.data(), keep.ln2.eps};
+    im.layers.push_back(std::move(pl));
+  }
+  return enc;
+}
+
+Status FusedEncoder::Run(const PackedBatch& batch,
+                         const std::function<void(const float* hidden)>& consume) const {
+  const Impl& im = *impl_;
+  const int64_t nseq = static_cast<int64_t>(batch.cu.size()) - 1;
+  if (nseq <= 0 || batch.cu[0] != 0) return InvalidArgument("empty packed batch");
+  const int64_t tokens = batch.cu.back();
+  if (tokens != static_cast<int64_t>(batch.ids.size())) {
+    return InvalidArgument("packed batch offsets do not match its token count");
+  }
+  if (!batch.type_ids.empty() && batch.type_ids.size() != batch.ids.size()) {
+    return InvalidArgument("token_type_ids and input_ids differ in length");
+  }
+  int64_t max_len = 0;
+  for (int64_t b = 0; b < nseq; ++b) {
+    const int64_t len = batch.cu[b + 1] - batch.cu[b];
+    if (len <= 0) return InvalidArgument("sequence " + std::to_string(b) + " is empty");
+    max_len = std::max(max_len, len);
+  }
+  if (max_len + options_.position_offset > im.weights.max_positions) {
+    return OutOfRange("sequence of " + std::to_string(max_len) + " tokens exceeds the model's " +
+                      std::to_string(im.weights.max_positions - options_.position_offset) +
+                      " positions");
+  }
+  for (int64_t t = 0; t < tokens; ++t) {
+    const int64_t id = batch.ids[static_cast<size_t>(t)];
+    if (id < 0 || id >= im.weights.vocab) {
+      return InvalidArgument("token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                             std::to_string(im.weights.vocab) + ")");
+    }
+    if (!batch.type_ids.empty()) {
+      const int64_t ty = batch.type_ids[static_cast<size_t>(t)];
+      if (ty < 0 || ty >= std::max<int64_t>(im.weights.type_vocab, 1)) {
+        return InvalidArgument("token type id " + std::to_string(ty) + " is out of range");
+      }
+    }
+  }
+
+  const int64_t h = im.hidden, f = im.ffn;
+  const int64_t rows = (tokens + kRowQuantum - 1) / kRowQuantum * kRowQuantum;
+  const int threads = im.threads;
+  omp_set_num_threads(threads);
+
+  std::unique_ptr<Arena> arena = im.TakeArena();
+  Arena& a = *arena;
+  float* x = Grow(a.hidden, rows * h);
+  float* qkv = Grow(a.qkv, rows * 3 * h);
+  bf16* x16 = im.bf16 ? Grow(a.hidden16, rows * h) : nullptr;
+  float* ctx = im.bf16 ? nullptr : Grow(a.ctx, rows * h);
+  bf16* ctx16 = im.bf16 ? Grow(a.ctx16, rows * h) : nullptr;
+  float* ffn = im.bf16 ? nullptr : Grow(a.ffn, rows * f);
+  bf16* ffn16 = im.bf16 ? Grow(a.ffn16, rows * f) : nullptr;
+  float* scratch = Grow(a.scratch, AttentionScratchFloats(max_len, im.head_dim, threads));
+  int64_t* pos = Grow(a.positions, tokens);
+  for (int64_t b = 0; b < nseq; ++b) {
+    for (int64_t t = batch.cu[b]; t < batch.cu[b + 1]; ++t) {
+      pos[t] = t - batch.cu[b] + options_.position_offset;
+    }
+  }
+  // Rows past the last token only feed the matmuls' own padding rows; keep them zero.
+  std::memset(x + tokens * h, 0, static_cast<size_t>((rows - tokens) * h) * sizeof(float));
+  if (x16) std::memset(x16 + tokens * h, 0, static_cast<size_t>((rows - tokens) * h) * 2);
+
+  EmbeddingTables tables{im.weights.word.data(), im.weights.position.data(),
+                         im.weights.type.empty() ? nullptr : im.weights.type.data(), h};
+  EmbedRows(tables, batch.ids.data(), pos, batch.type_ids.empty() ? nullptr : batch.type_ids.data(),
+            tokens, im.embedding_ln, x, x16, threads);
+
+  AttentionParams ap;
+  ap.qkv = qkv;
+  ap.ld_qkv = 3 * h;
+  ap.hidden = h;
+  ap.heads = im.heads;
+  ap.head_dim = im.head_dim;
+  ap.scale = 1.0f / std::sqrt(static_cast<float>(im.head_dim));
+  ap.cu = batch.cu.data();
+  ap.batch = nseq;
+  ap.out = ctx;
+  ap.out16 = ctx16;
+  ap.max_len = max_len;
+  ap.scratch = scratch;
+  ap.threads = threads;
+
+  Status status;
+  for (const PackedLayer& layer : im.layers) {
+    const void* in = im.bf16 ? static_cast<const void*>(x16) : x;
+    status = im.qkv->Run(layer.qkv, rows, in, qkv);
+    if (!status.ok()) break;
+    Attention(ap);
+    const void* c = im.bf16 ? static_cast<const void*>(ctx16) : ctx;
+    status = im.out->Run(layer.out, rows, c, x);  // x += ctx·Wo + bo
+    if (!status.ok()) break;
+    LayerNormRows(x, tokens, h, layer.ln1, x16, threads);
+    in = im.bf16 ? static_cast<const void*>(x16) : x;
+    void* mid = im.bf16 ? static_cast<void*>(ffn16) : ffn;
+    status = im.ffn1->Run(layer.ffn1, rows, in, mid);
+    if (!status.ok()) break;
+    status = im.ffn2->Run(layer.ffn2, rows, mid, x);  // x += gelu(...)·W2 + b2
+    if (!status.ok()) break;
+    LayerNormRows(x, tokens, h, layer.ln2, x16, threads);
+  }
+  if (status.ok()) consume(x);
+  im.ReturnArena(std::move(arena));
+  return status;
+}
+
+}  // namespace infermesh::runtime::encoder

@@ -1,0 +1,379 @@
+#include "runtime/encoder/kernels.h"
+
+// GCC 12 reports its own AVX-512 intrinsic headers (the `__Y = __Y` idiom of
+// _mm512_undefined_*) as maybe-uninitialized; clang does not.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <immintrin.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "runtime/ops/elementwise_fast_math.h"
+
+namespace infermesh::runtime::encoder {
+namespace {
+
+#define IM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
+
+// ---------------------------------------------------------------------------------
+// LayerNorm and embeddings. The row loops are plain C++; compiled once for AVX-512
+// and once for the baseline, the vectorizer does the rest.
+
+inline void NormalizeRow(float* x, int64_t n, const LayerNormParams& ln, bf16* y16) {
+  float sum = 0;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(n);
+  float sq = 0;
+#pragma omp simd reduction(+ : sq)
+  for (int64_t i = 0; i < n; ++i) sq += (x[i] - mean) * (x[i] - mean);
+  const float rstd = 1.0f / std::sqrt(sq / static_cast<float>(n) + ln.eps);
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) x[i] = (x[i] - mean) * rstd * ln.gamma[i] + ln.beta[i];
+  if (y16 != nullptr) {
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) {
+      uint32_t u = std::bit_cast<uint32_t>(x[i]);
+      u += 0x7FFFu + ((u >> 16) & 1u);
+      y16[i] = static_cast<bf16>(u >> 16);
+    }
+  }
+}
+
+inline void LayerNormBody(float* x, int64_t rows, int64_t n, const LayerNormParams& ln, bf16* y16,
+                          int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    NormalizeRow(x + r * n, n, ln, y16 ? y16 + r * n : nullptr);
+  }
+}
+
+inline void EmbedBody(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
+                      const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x,
+                      bf16* y16, int threads) {
+  const int64_t n = t.n;
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 16384)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * n;
+    const float* w = t.word + ids[r] * n;
+    const float* p = t.position + pos[r] * n;
+    const float* ty = t.type ? t.type + (types ? types[r] : 0) * n : nullptr;
+    if (ty) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) xr[i] = w[i] + p[i] + ty[i];
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) xr[i] = w[i] + p[i];
+    }
+    NormalizeRow(xr, n, ln, y16 ? y16 + r * n : nullptr);
+  }
+}
+
+IM_AVX512 void LayerNormAvx512(float* x, int64_t rows, int64_t n, const LayerNormParams& ln,
+                               bf16* y16, int threads) {
+  LayerNormBody(x, rows, n, ln, y16, threads);
+}
+void LayerNormBase(float* x, int64_t rows, int64_t n, const LayerNormParams& ln, bf16* y16,
+                   int threads) {
+  LayerNormBody(x, rows, n, ln, y16, threads);
+}
+IM_AVX512 void EmbedAvx512(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
+                           const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x,
+                           bf16* y16, int threads) {
+  EmbedBody(t, ids, pos, types, rows, ln, x, y16, threads);
+}
+void EmbedBase(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
+               const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x, bf16* y16,
+               int threads) {
+  EmbedBody(t, ids, pos, types, rows, ln, x, y16, threads);
+}
+
+// ---------------------------------------------------------------------------------
+// Attention
+
+struct Task {
+  int64_t b;
+  int h;
+  int64_t cost;
+};
+
+std::vector<Task> MakeTasks(const AttentionParams& p) {
+  std::vector<Task> tasks;
+  tasks.reserve(static_cast<size_t>(p.batch * p.heads));
+  for (int64_t b = 0; b < p.batch; ++b) {
+    const int64_t len = p.cu[b + 1] - p.cu[b];
+    if (len <= 0) continue;
+    for (int h = 0; h < p.heads; ++h) tasks.push_back({b, h, len * len});
+  }
+  // Longest first, so that dynamic scheduling ends with the short ones.
+  std::stable_sort(tasks.begin(), tasks.end(),
+                   [](const Task& a, const Task& c) { return a.cost > c.cost; });
+  return tasks;
+}
+
+inline int64_t RoundUp16(int64_t v) { return (v + 15) / 16 * 16; }
+
+// Portable body: one query at a time.
+void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) {
+  const int64_t begin = p.cu[t.b];
+  const int64_t len = p.cu[t.b + 1] - begin;
+  const int dh = p.head_dim;
+  const float* q0 = p.qkv + begin * p.ld_qkv + static_cast<int64_t>(t.h) * dh;
+  const float* k0 = q0 + p.hidden;
+  const float* v0 = q0 + 2 * p.hidden;
+  float* s = scratch;
+  std::vector<float> acc(static_cast<size_t>(dh));
+  for (int64_t i = 0; i < len; ++i) {
+    const float* q = q0 + i * p.ld_qkv;
+    float mx = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < len; ++j) {
+      const float* k = k0 + j * p.ld_qkv;
+      float d = 0;
+      for (int c = 0; c < dh; ++c) d += q[c] * k[c];
+      s[j] = d * p.scale;
+      mx = std::max(mx, s[j]);
+    }
+    float sum = 0;
+    for (int64_t j = 0; j < len; ++j) {
+      s[j] = elementwise::FastExp(s[j] - mx);
+      sum += s[j];
+    }
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (int64_t j = 0; j < len; ++j) {
+      const float* v = v0 + j * p.ld_qkv;
+      for (int c = 0; c < dh; ++c) acc[static_cast<size_t>(c)] += s[j] * v[c];
+    }
+    const float inv = 1.0f / sum;
+    const int64_t o = (begin + i) * p.hidden + static_cast<int64_t>(t.h) * dh;
+    for (int c = 0; c < dh; ++c) {
+      const float val = acc[static_cast<size_t>(c)] * inv;
+      if (p.out16) {
+        p.out16[o + c] = ToBf16(val);
+      } else {
+        p.out[o + c] = val;
+      }
+    }
+  }
+}
+
+IM_AVX512 inline __m512 Exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+IM_AVX512 inline __m256i ToBf16x16(__m512 x) {
+  __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC00000));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
+// AVX-512 body: kQ queries at a time against 16 keys at a time; NV = head_dim / 16.
+// Scratch: Kᵀ as [head_dim][Lp] and the kQ score rows [kQ][Lp].
+template <int NV, int kQ>
+IM_AVX512 void AttentionTaskAvx512(const AttentionParams& p, const Task& t, float* scratch) {
+  constexpr int dh = NV * 16;
+  const int64_t begin = p.cu[t.b];
+  const int64_t len = p.cu[t.b + 1] - begin;
+  const int64_t lp = RoundUp16(len);
+  const int64_t ld = p.ld_qkv;
+  const float* q0 = p.qkv + begin * ld + static_cast<int64_t>(t.h) * dh;
+  const float* k0 = q0 + p.hidden;
+  const float* v0 = q0 + 2 * p.hidden;
+  float* kt = scratch;
+  float* s = scratch + static_cast<int64_t>(dh) * lp;
+
+  // Kᵀ, zero-padded to a multiple of 16 keys.
+  for (int64_t j = 0; j < len; ++j) {
+    const float* k = k0 + j * ld;
+    for (int c = 0; c < dh; ++c) kt[c * lp + j] = k[c];
+  }
+  for (int c = 0; c < dh; ++c) {
+    for (int64_t j = len; j < lp; ++j) kt[c * lp + j] = 0;
+  }
+  const __m512 scale = _mm512_set1_ps(p.scale);
+  for (int64_t i0 = 0; i0 < len; i0 += kQ) {
+    const float* q[kQ];
+    for (int qi = 0; qi < kQ; ++qi) q[qi] = q0 + std::min<int64_t>(i0 + qi, len - 1) * ld;
+    // Scores.
+    for (int64_t jb = 0; jb < lp; jb += 16) {
+      __m512 acc[kQ];
+      for (int qi = 0; qi < kQ; ++qi) acc[qi] = _mm512_setzero_ps();
+      for (int c = 0; c < dh; ++c) {
+        const __m512 kv = _mm512_loadu_ps(kt + c * lp + jb);
+        for (int qi = 0; qi < kQ; ++qi) {
+          acc[qi] = _mm512_fmadd_ps(_mm512_set1_ps(q[qi][c]), kv, acc[qi]);
+        }
+      }
+      for (int qi = 0; qi < kQ; ++qi)
+        _mm512_storeu_ps(s + qi * lp + jb, _mm512_mul_ps(acc[qi], scale));
+    }
+    // Softmax numerators (the 1/sum is applied to the output).
+    const int64_t tail = len - (lp - 16);
+    const __mmask16 tail_mask = static_cast<__mmask16>((1u << tail) - 1u);
+    float inv[kQ];
+    for (int qi = 0; qi < kQ; ++qi) {
+      float* row = s + qi * lp;
+      __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      for (int64_t jb = 0; jb + 16 < lp; jb += 16)
+        mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + jb));
+      mx = _mm512_mask_max_ps(mx, tail_mask, mx, _mm512_loadu_ps(row + lp - 16));
+      const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t jb = 0; jb < lp; jb += 16) {
+        __m512 e = Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + jb), m));
+        if (jb + 16 >= lp) e = _mm512_maskz_mov_ps(tail_mask, e);
+        _mm512_storeu_ps(row + jb, e);
+        sum = _mm512_add_ps(sum, e);
+      }
+      inv[qi] = 1.0f / _mm512_reduce_add_ps(sum);
+    }
+    // P·V.
+    __m512 acc[kQ][NV];
+    for (int qi = 0; qi < kQ; ++qi) {
+      for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_setzero_ps();
+    }
+    for (int64_t j = 0; j < len; ++j) {
+      const float* vr = v0 + j * ld;
+      __m512 vv[NV];
+      for (int v = 0; v < NV; ++v) vv[v] = _mm512_loadu_ps(vr + 16 * v);
+      for (int qi = 0; qi < kQ; ++qi) {
+        const __m512 pj = _mm512_set1_ps(s[qi * lp + j]);
+        for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_fmadd_ps(pj, vv[v], acc[qi][v]);
+      }
+    }
+    for (int qi = 0; qi < kQ && i0 + qi < len; ++qi) {
+      const int64_t o = (begin + i0 + qi) * p.hidden + static_cast<int64_t>(t.h) * dh;
+      const __m512 iv = _mm512_set1_ps(inv[qi]);
+      for (int v = 0; v < NV; ++v) {
+        const __m512 r = _mm512_mul_ps(acc[qi][v], iv);
+        if (p.out16) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p.out16 + o + 16 * v), ToBf16x16(r));
+        } else {
+          _mm512_storeu_ps(p.out + o + 16 * v, r);
+        }
+      }
+    }
+  }
+}
+
+using TaskFn = void (*)(const AttentionParams&, const Task&, float*);
+
+TaskFn PickTaskFn(int head_dim) {
+  if (!CpuHasAvx512() || head_dim % 16 != 0) return AttentionTaskBase;
+  switch (head_dim / 16) {
+    case 1:
+      return AttentionTaskAvx512<1, 4>;
+    case 2:
+      return AttentionTaskAvx512<2, 4>;
+    case 3:
+      return AttentionTaskAvx512<3, 4>;
+    case 4:
+      return AttentionTaskAvx512<4, 4>;
+    case 5:
+      return AttentionTaskAvx512<5, 2>;
+    case 6:
+      return AttentionTaskAvx512<6, 2>;
+    case 8:
+      return AttentionTaskAvx512<8, 2>;
+    default:
+      return AttentionTaskBase;
+  }
+}
+
+int64_t ScratchPerThread(int64_t max_len, int head_dim) {
+  const int64_t lp = RoundUp16(std::max<int64_t>(max_len, 1));
+  return static_cast<int64_t>(head_dim) * lp + 4 * lp + 16;
+}
+
+}  // namespace
+
+bool CpuHasAvx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+bool CpuHasAvx512Bf16() {
+  static const bool has = [] {
+    if (!CpuHasAvx512()) return false;
+    // CPUID.(EAX=7,ECX=1):EAX bit 5.
+    uint32_t eax = 7, ebx = 0, ecx = 1, edx = 0;
+    __asm__("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
+    return (eax & (1u << 5)) != 0;
+  }();
+  return has;
+}
+
+bf16 ToBf16(float x) {
+  if (std::isnan(x)) return 0x7FC0;
+  uint32_t u = std::bit_cast<uint32_t>(x);
+  u += 0x7FFFu + ((u >> 16) & 1u);
+  return static_cast<bf16>(u >> 16);
+}
+
+float FromBf16(bf16 x) { return std::bit_cast<float>(static_cast<uint32_t>(x) << 16); }
+
+void ToBf16(const float* x, bf16* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = ToBf16(x[i]);
+}
+
+void LayerNormRows(float* x, int64_t rows, int64_t n, const LayerNormParams& ln, bf16* y16,
+                   int threads) {
+  if (CpuHasAvx512()) {
+    LayerNormAvx512(x, rows, n, ln, y16, threads);
+  } else {
+    LayerNormBase(x, rows, n, ln, y16, threads);
+  }
+}
+
+void EmbedRows(const EmbeddingTables& tables, const int64_t* ids, const int64_t* pos,
+               const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x, bf16* y16,
+               int threads) {
+  if (CpuHasAvx512()) {
+    EmbedAvx512(tables, ids, pos, types, rows, ln, x, y16, threads);
+  } else {
+    EmbedBase(tables, ids, pos, types, rows, ln, x, y16, threads);
+  }
+}
+
+int64_t AttentionScratchFloats(int64_t max_len, int head_dim, int threads) {
+  return ScratchPerThread(max_len, head_dim) * std::max(threads, 1);
+}
+
+void Attention(const AttentionParams& p) {
+  const std::vector<Task> tasks = MakeTasks(p);
+  const TaskFn fn = PickTaskFn(p.head_dim);
+  const int64_t per_thread = ScratchPerThread(p.max_len, p.head_dim);
+  const int64_t n = static_cast<int64_t>(tasks.size());
+  const int threads = std::max(1, std::min<int>(p.threads, static_cast<int>(n)));
+#pragma omp parallel num_threads(threads)
+  {
+    float* scratch = p.scratch + per_thread * omp_get_thread_num();
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t i = 0; i < n; ++i) fn(p, tasks[static_cast<size_t>(i)], scratch);
+  }
+}
+
+}  // namespace infermesh::runtime::encoder
