@@ -22,6 +22,32 @@ namespace {
 
 #define IM_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")))
 
+IM_AVX512 inline __m512 Exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+  x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
+  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
+  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(y, n);
+}
+
+IM_AVX512 inline __m256i ToBf16x16(__m512 x) {
+  __m512i u = _mm512_castps_si512(x);
+  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
+  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC00000));
+  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
+}
+
 // ---------------------------------------------------------------------------------
 // LayerNorm and embeddings. The row loops are plain C++; compiled once for AVX-512
 // and once for the baseline, the vectorizer does the rest.
@@ -76,9 +102,48 @@ inline void EmbedBody(const EmbeddingTables& t, const int64_t* ids, const int64_
   }
 }
 
+// AVX-512 row normalization for n % 16 == 0 (hidden sizes are multiples of 16 in
+// practice; other widths take the portable body).
+IM_AVX512 inline void NormalizeRowAvx512(float* x, int64_t n, const LayerNormParams& ln,
+                                         bf16* y16) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + i + 16));
+  }
+  for (; i < n; i += 16) s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
+  const float mean = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / static_cast<float>(n);
+  const __m512 m = _mm512_set1_ps(mean);
+  s0 = _mm512_setzero_ps();
+  s1 = _mm512_setzero_ps();
+  for (i = 0; i + 32 <= n; i += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), m);
+    const __m512 d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), m);
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+    s1 = _mm512_fmadd_ps(d1, d1, s1);
+  }
+  for (; i < n; i += 16) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), m);
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+  }
+  const float var = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / static_cast<float>(n);
+  const __m512 r = _mm512_set1_ps(1.0f / std::sqrt(var + ln.eps));
+  for (i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(x + i), m), r);
+    const __m512 y =
+        _mm512_fmadd_ps(v, _mm512_loadu_ps(ln.gamma + i), _mm512_loadu_ps(ln.beta + i));
+    _mm512_storeu_ps(x + i, y);
+    if (y16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(y16 + i), ToBf16x16(y));
+  }
+}
+
 IM_AVX512 void LayerNormAvx512(float* x, int64_t rows, int64_t n, const LayerNormParams& ln,
                                bf16* y16, int threads) {
-  LayerNormBody(x, rows, n, ln, y16, threads);
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    NormalizeRowAvx512(x + r * n, n, ln, y16 ? y16 + r * n : nullptr);
+  }
 }
 void LayerNormBase(float* x, int64_t rows, int64_t n, const LayerNormParams& ln, bf16* y16,
                    int threads) {
@@ -87,7 +152,20 @@ void LayerNormBase(float* x, int64_t rows, int64_t n, const LayerNormParams& ln,
 IM_AVX512 void EmbedAvx512(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
                            const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x,
                            bf16* y16, int threads) {
-  EmbedBody(t, ids, pos, types, rows, ln, x, y16, threads);
+  const int64_t n = t.n;
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    float* xr = x + r * n;
+    const float* w = t.word + ids[r] * n;
+    const float* p = t.position + pos[r] * n;
+    const float* ty = t.type ? t.type + (types ? types[r] : 0) * n : nullptr;
+    for (int64_t i = 0; i < n; i += 16) {
+      __m512 v = _mm512_add_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(p + i));
+      if (ty) v = _mm512_add_ps(v, _mm512_loadu_ps(ty + i));
+      _mm512_storeu_ps(xr + i, v);
+    }
+    NormalizeRowAvx512(xr, n, ln, y16 ? y16 + r * n : nullptr);
+  }
 }
 void EmbedBase(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
                const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x, bf16* y16,
@@ -161,32 +239,6 @@ void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) 
       }
     }
   }
-}
-
-IM_AVX512 inline __m512 Exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-  x = _mm512_min_ps(x, _mm512_set1_ps(88.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 y = _mm512_set1_ps(1.9875691500e-4f);
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.3981999507e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(8.3334519073e-3f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(4.1665795894e-2f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(1.6666665459e-1f));
-  y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(5.0000001201e-1f));
-  y = _mm512_fmadd_ps(y, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-  return _mm512_scalef_ps(y, n);
-}
-
-IM_AVX512 inline __m256i ToBf16x16(__m512 x) {
-  __m512i u = _mm512_castps_si512(x);
-  const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
-  __m512i r = _mm512_add_epi32(u, _mm512_add_epi32(lsb, _mm512_set1_epi32(0x7FFF)));
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_set1_epi32(0x7FC00000));
-  return _mm512_cvtepi32_epi16(_mm512_srli_epi32(r, 16));
 }
 
 // AVX-512 body: kQ queries at a time against 16 keys at a time; NV = head_dim / 16.
@@ -341,7 +393,7 @@ void ToBf16(const float* x, bf16* y, int64_t n) {
 
 void LayerNormRows(float* x, int64_t rows, int64_t n, const LayerNormParams& ln, bf16* y16,
                    int threads) {
-  if (CpuHasAvx512()) {
+  if (CpuHasAvx512() && n % 16 == 0) {
     LayerNormAvx512(x, rows, n, ln, y16, threads);
   } else {
     LayerNormBase(x, rows, n, ln, y16, threads);
@@ -351,7 +403,7 @@ void LayerNormRows(float* x, int64_t rows, int64_t n, const LayerNormParams& ln,
 void EmbedRows(const EmbeddingTables& tables, const int64_t* ids, const int64_t* pos,
                const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x, bf16* y16,
                int threads) {
-  if (CpuHasAvx512()) {
+  if (CpuHasAvx512() && tables.n % 16 == 0) {
     EmbedAvx512(tables, ids, pos, types, rows, ln, x, y16, threads);
   } else {
     EmbedBase(tables, ids, pos, types, rows, ln, x, y16, threads);
@@ -371,7 +423,10 @@ void Attention(const AttentionParams& p) {
 #pragma omp parallel num_threads(threads)
   {
     float* scratch = p.scratch + per_thread * omp_get_thread_num();
-#pragma omp for schedule(dynamic, 1)
+    // Round-robin over the cost-sorted tasks balances the threads without the
+    // per-task handshake of dynamic scheduling, which costs more than a short
+    // sequence's attention (measured: 11 ms vs 6 ms per 32x32 batch on bge-small).
+#pragma omp for schedule(static, 1)
     for (int64_t i = 0; i < n; ++i) fn(p, tasks[static_cast<size_t>(i)], scratch);
   }
 }

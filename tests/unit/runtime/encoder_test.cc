@@ -57,8 +57,11 @@ TEST(EncoderKernels, Bf16RoundsToNearestEven) {
   }
 }
 
-TEST(EncoderKernels, LayerNormMatchesReferenceAndWritesBf16) {
-  const int64_t rows = 37, n = 96;
+class LayerNormTest : public ::testing::TestWithParam<int64_t> {};
+
+// Widths that are multiples of 16 take the AVX-512 body; 40 takes the portable one.
+TEST_P(LayerNormTest, MatchesReferenceAndWritesBf16) {
+  const int64_t rows = 37, n = GetParam();
   auto x = Random(rows * n, 1, 3.0f);
   auto g = Random(n, 2), b = Random(n, 3);
   std::vector<float> got = x;
@@ -73,6 +76,8 @@ TEST(EncoderKernels, LayerNormMatchesReferenceAndWritesBf16) {
     }
   }
 }
+
+INSTANTIATE_TEST_SUITE_P(Widths, LayerNormTest, ::testing::Values(96, 384, 40));
 
 TEST(EncoderKernels, EmbeddingSumsTablesThenNormalizes) {
   const int64_t n = 48, vocab = 20, maxpos = 10;
