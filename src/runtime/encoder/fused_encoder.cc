@@ -13,9 +13,15 @@
 namespace infermesh::runtime::encoder {
 namespace {
 
-// Row counts are rounded up to this multiple, so that a worker whose batches vary by
-// a few tokens reuses matmul primitives (each new row count costs ~1 ms to create).
-constexpr int64_t kRowQuantum = 8;
+// The per-token work (matmuls, LayerNorms) runs in chunks of at most kChunkRows
+// rows, the last one rounded up to a multiple of kRowQuantum. So a linear layer sees
+// at most kChunkRows / kRowQuantum + 1 row counts, whatever the batch: its primitive
+// cache (each new row count costs ~1 ms to create) never thrashes, and the
+// feed-forward buffer stays at kChunkRows rows, however many tokens a batch has.
+// 1024 rows is where oneDNN's matmul reaches full speed on both cores at bge-small's
+// shapes (bench/micro/encoder_micro.cc).
+constexpr int64_t kChunkRows = 1024;
+constexpr int64_t kRowQuantum = 16;
 
 template <typename T>
 T* Grow(std::vector<T>& v, int64_t n) {
@@ -195,8 +201,9 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   bf16* x16 = im.bf16 ? Grow(a.hidden16, rows * h) : nullptr;
   float* ctx = im.bf16 ? nullptr : Grow(a.ctx, rows * h);
   bf16* ctx16 = im.bf16 ? Grow(a.ctx16, rows * h) : nullptr;
-  float* ffn = im.bf16 ? nullptr : Grow(a.ffn, rows * f);
-  bf16* ffn16 = im.bf16 ? Grow(a.ffn16, rows * f) : nullptr;
+  const int64_t chunk_rows = std::min(rows, kChunkRows);
+  float* ffn = im.bf16 ? nullptr : Grow(a.ffn, chunk_rows * f);
+  bf16* ffn16 = im.bf16 ? Grow(a.ffn16, chunk_rows * f) : nullptr;
   float* scratch = Grow(a.scratch, AttentionScratchFloats(max_len, im.head_dim, threads));
   int64_t* pos = Grow(a.positions, tokens);
   for (int64_t b = 0; b < nseq; ++b) {
@@ -228,23 +235,42 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   ap.scratch = scratch;
   ap.threads = threads;
 
+  // Chunks [begin, begin + padded) of the token rows; the last one is padded.
+  std::vector<std::pair<int64_t, int64_t>> chunks;
+  for (int64_t begin = 0; begin < tokens; begin += kChunkRows) {
+    const int64_t n = std::min(kChunkRows, tokens - begin);
+    chunks.emplace_back(begin, (n + kRowQuantum - 1) / kRowQuantum * kRowQuantum);
+  }
+  const size_t esize = im.bf16 ? sizeof(bf16) : sizeof(float);
+  auto at = [esize](const void* base, int64_t row, int64_t width) {
+    return static_cast<const char*>(base) + static_cast<size_t>(row * width) * esize;
+  };
+  const void* xin = im.bf16 ? static_cast<const void*>(x16) : x;
+  const void* cin = im.bf16 ? static_cast<const void*>(ctx16) : ctx;
+  void* mid = im.bf16 ? static_cast<void*>(ffn16) : ffn;
+
   Status status;
   for (const PackedLayer& layer : im.layers) {
-    const void* in = im.bf16 ? static_cast<const void*>(x16) : x;
-    status = im.qkv->Run(layer.qkv, rows, in, qkv);
+    for (const auto& [begin, n] : chunks) {
+      status = im.qkv->Run(layer.qkv, n, at(xin, begin, h), qkv + begin * 3 * h);
+      if (!status.ok()) break;
+    }
     if (!status.ok()) break;
     Attention(ap);
-    const void* c = im.bf16 ? static_cast<const void*>(ctx16) : ctx;
-    status = im.out->Run(layer.out, rows, c, x);  // x += ctx·Wo + bo
+    for (const auto& [begin, n] : chunks) {
+      const int64_t real = std::min(n, tokens - begin);
+      float* xc = x + begin * h;
+      bf16* xc16 = x16 ? x16 + begin * h : nullptr;
+      status = im.out->Run(layer.out, n, at(cin, begin, h), xc);  // x += ctx·Wo + bo
+      if (!status.ok()) break;
+      LayerNormRows(xc, real, h, layer.ln1, xc16, threads);
+      status = im.ffn1->Run(layer.ffn1, n, at(xin, begin, h), mid);
+      if (!status.ok()) break;
+      status = im.ffn2->Run(layer.ffn2, n, mid, xc);  // x += gelu(...)·W2 + b2
+      if (!status.ok()) break;
+      LayerNormRows(xc, real, h, layer.ln2, xc16, threads);
+    }
     if (!status.ok()) break;
-    LayerNormRows(x, tokens, h, layer.ln1, x16, threads);
-    in = im.bf16 ? static_cast<const void*>(x16) : x;
-    void* mid = im.bf16 ? static_cast<void*>(ffn16) : ffn;
-    status = im.ffn1->Run(layer.ffn1, rows, in, mid);
-    if (!status.ok()) break;
-    status = im.ffn2->Run(layer.ffn2, rows, mid, x);  // x += gelu(...)·W2 + b2
-    if (!status.ok()) break;
-    LayerNormRows(x, tokens, h, layer.ln2, x16, threads);
   }
   if (status.ok()) consume(x);
   im.ReturnArena(std::move(arena));

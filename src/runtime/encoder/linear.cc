@@ -15,7 +15,6 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
 constexpr int64_t kReferenceRows = 1024;  // the row count the weight layout is chosen for
-constexpr size_t kMaxCachedPrimitives = 64;
 
 dnnl::engine& Engine() {
   static dnnl::engine* e = new dnnl::engine(dnnl::engine::kind::cpu, 0);

@@ -19,6 +19,10 @@
 
 namespace infermesh::runtime::encoder {
 
+// Primitives kept per LinearKind (least recently used go first). Above the row
+// counts one FusedEncoder uses per layer kind (see kChunkRows there).
+inline constexpr size_t kMaxCachedPrimitives = 80;
+
 enum class Epilogue {
   kBias,            // y = x·W + b
   kBiasGeluErf,     // y = gelu(x·W + b), erf form

@@ -257,11 +257,12 @@ TEST(LinearKindTest, PrimitiveCacheStaysBounded) {
   auto w = Random(256, 41), b = Random(16, 42);
   auto packed = (*kind)->Pack(w.data(), b.data());
   ASSERT_TRUE(packed.ok());
-  std::vector<float> x(100 * 16, 1.0f), y(100 * 16);
-  for (int64_t rows = 1; rows <= 100; ++rows) {
+  const int64_t max_rows = static_cast<int64_t>(kMaxCachedPrimitives) + 20;
+  std::vector<float> x(max_rows * 16, 1.0f), y(max_rows * 16);
+  for (int64_t rows = 1; rows <= max_rows; ++rows) {
     ASSERT_TRUE((*kind)->Run(*packed, rows, x.data(), y.data()).ok());
   }
-  EXPECT_LE((*kind)->cached_primitives(), 64u);
+  EXPECT_EQ((*kind)->cached_primitives(), kMaxCachedPrimitives);
   EXPECT_GE((*kind)->cached_primitives(), 1u);
 }
 
@@ -448,6 +449,30 @@ TEST(FusedEncoder, Bf16StaysCloseToFloat32) {
     EXPECT_GT(dot / std::sqrt(na * nb), 0.999) << "token " << t;
   }
   EXPECT_GT(MaxAbsDiff(a, b), 0.0) << "bf16 mode produced exactly the float32 result";
+}
+
+// Over 1024 tokens the per-token work runs in chunks; sequences cross chunk borders.
+TEST(FusedEncoder, ChunkedBatchEqualsSequencesRunAlone) {
+  EncoderWeights w = SmallEncoder(32, 64, 1, false);
+  FusedEncoderOptions o;
+  o.heads = 2;
+  auto enc = FusedEncoder::Create(w, o);
+  ASSERT_TRUE(enc.ok());
+  std::vector<int64_t> lens(70, 37);
+  lens.push_back(3);
+  PackedBatch pb = MakeBatch(lens, 5);
+  ASSERT_GT(pb.cu.back(), 2048);
+  auto all = RunEncoder(**enc, pb);
+  for (size_t b = 0; b < lens.size(); b += 9) {
+    PackedBatch one;
+    one.ids.assign(pb.ids.begin() + pb.cu[b], pb.ids.begin() + pb.cu[b + 1]);
+    one.type_ids.assign(pb.type_ids.begin() + pb.cu[b], pb.type_ids.begin() + pb.cu[b + 1]);
+    one.cu = {0, lens[b]};
+    auto alone = RunEncoder(**enc, one);
+    for (size_t i = 0; i < alone.size(); ++i) {
+      ASSERT_NEAR(all[pb.cu[b] * 32 + i], alone[i], 1e-5) << "sequence " << b;
+    }
+  }
 }
 
 TEST(FusedEncoder, ConcurrentRunsAgree) {
