@@ -56,8 +56,8 @@ int Main(int argc, char** argv) {
 Result<runtime::SessionOptions> RuntimeOptions(int threads_flag) {
   IM_ASSIGN_OR_RETURN(Config config, LoadConfig());
   runtime::SessionOptions so;
+  IM_RETURN_IF_ERROR(runtime::ReadRuntimeConfig(config, &so));
   IM_ASSIGN_OR_RETURN(so.intra_op_threads, IntraOpThreads(config, threads_flag));
-  IM_ASSIGN_OR_RETURN(so.max_model_bytes, config.GetBytes("runtime.max_model_bytes"));
   return so;
 }
 

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <unordered_map>
 
+#include "core/config.h"
 #include "runtime/kernel.h"
 #include "runtime/memory_pool.h"
 #include "runtime/onnx_tensor.h"
@@ -417,6 +418,24 @@ Result<Precision> ParsePrecision(std::string_view name) {
   if (name == "fp32" || name == "float32") return Precision::kFp32;
   if (name == "bf16" || name == "bfloat16") return Precision::kBf16;
   return InvalidArgument("unknown precision '" + std::string(name) + "' (expected fp32 or bf16)");
+}
+
+Status ReadRuntimeConfig(const Config& config, SessionOptions* options) {
+  IM_ASSIGN_OR_RETURN(int64_t threads, config.GetInt("runtime.intra_op_threads"));
+  if (threads < 0 || threads > 1024) {
+    return InvalidArgument("runtime.intra_op_threads must be 0..1024, got " +
+                           std::to_string(threads));
+  }
+  options->intra_op_threads = static_cast<int>(threads);
+  IM_ASSIGN_OR_RETURN(options->max_model_bytes, config.GetBytes("runtime.max_model_bytes"));
+  IM_ASSIGN_OR_RETURN(std::string precision, config.GetString("runtime.precision"));
+  if (!precision.empty()) {
+    auto p = ParsePrecision(precision);
+    if (!p.ok()) return p.status().WithContext("runtime.precision");
+    options->precision = *p;
+  }
+  IM_ASSIGN_OR_RETURN(options->fused_encoder, config.GetBool("runtime.fused_encoder"));
+  return OkStatus();
 }
 
 Result<std::unique_ptr<Session>> Session::Load(const std::string& path,

@@ -22,6 +22,10 @@
 #include "core/status.h"
 #include "runtime/tensor.h"
 
+namespace infermesh {
+class Config;
+}
+
 namespace infermesh::runtime {
 
 // Arithmetic precision of the matrix products. kBf16 rounds activations and
@@ -45,6 +49,10 @@ struct SessionOptions {
   // ceiling is 2 GiB; larger weights must use external data).
   int64_t max_model_bytes = int64_t{2} << 30;
 };
+
+// Reads the runtime.* configuration keys (threads, model size limit, precision,
+// fused encoder) into `options`; InvalidArgument names a bad value.
+Status ReadRuntimeConfig(const Config& config, SessionOptions* options);
 
 // A graph input or output as declared by the model.
 struct ValueInfo {

@@ -292,6 +292,11 @@ void WorkerService::Impl::HandleInfo(Request&, Responder responder) {
                           {"ready", m->ok()},
                           {"load_seconds", m->load_seconds}};
     if (!m->ok()) o["error"] = m->status.ToString();
+    if (m->text) {
+      // How the runtime executes it: the fused packed-sequence encoder or the graph.
+      o["engine"] = m->text->fused_encoder() ? "fused_encoder" : "graph";
+      o["precision"] = std::string(runtime::PrecisionName(m->text->precision()));
+    }
     models.push_back(std::move(o));
   }
   if (!body.empty() && body.back() == '}') {

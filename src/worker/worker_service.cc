@@ -96,7 +96,11 @@ Result<WorkerOptions> WorkerOptionsFromConfig(const Config& c) {
   o.tokenize_threads = static_cast<int>(tok);
   IM_ASSIGN_OR_RETURN(int64_t intra, positive("runtime.intra_op_threads", 0, 1024));
   o.intra_op_threads = static_cast<int>(intra);
-  IM_ASSIGN_OR_RETURN(o.max_model_bytes, c.GetBytes("runtime.max_model_bytes"));
+  runtime::SessionOptions so;
+  IM_RETURN_IF_ERROR(runtime::ReadRuntimeConfig(c, &so));
+  o.max_model_bytes = so.max_model_bytes;
+  o.precision = so.precision;
+  o.fused_encoder = so.fused_encoder;
   IM_ASSIGN_OR_RETURN(o.max_concurrent_requests,
                       positive("worker.max_concurrent_requests", 1, 1 << 20));
   IM_ASSIGN_OR_RETURN(int64_t body, c.GetBytes("worker.max_body_bytes"));
@@ -158,6 +162,8 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   runtime::SessionOptions so;
   so.intra_op_threads = options.intra_op_threads;
   so.max_model_bytes = options.max_model_bytes;
+  so.precision = options.precision;
+  so.fused_encoder = options.fused_encoder;
   IM_ASSIGN_OR_RETURN(impl->registry, ModelRegistry::LoadRepository(options.models_dir, so));
   for (const auto& m : impl->registry.models()) {
     impl->metrics->model_ready.WithLabels({m->name}).Set(m->ok() ? 1 : 0);

@@ -18,10 +18,12 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "core/config.h"
 #include "core/status.h"
+#include "runtime/session.h"
 #include "worker/tensor_batcher.h"
 #include "worker/token_batcher.h"
 
@@ -36,6 +38,8 @@ struct WorkerOptions {
   int tokenize_threads = 1;
   int intra_op_threads = 0;
   int64_t max_model_bytes = int64_t{2} << 30;
+  std::optional<runtime::Precision> precision;  // unset: each model's own
+  bool fused_encoder = true;
   int64_t max_concurrent_requests = 512;
   size_t max_body_bytes = 2 << 20;
   int64_t max_client_batch_size = 32;

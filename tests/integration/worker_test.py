@@ -311,6 +311,9 @@ class Api(unittest.TestCase):
         self.assertEqual(set(models), {TEXT_MODEL, TENSOR_MODEL, "broken"})
         self.assertTrue(models[TEXT_MODEL]["ready"])
         self.assertEqual(models[TEXT_MODEL]["kind"], "text")
+        # The demo encoder is BERT-shaped: the fused packed path takes it, in float32.
+        self.assertEqual(models[TEXT_MODEL]["engine"], "fused_encoder")
+        self.assertEqual(models[TEXT_MODEL]["precision"], "fp32")
         self.assertTrue(models[TENSOR_MODEL]["ready"])
         self.assertEqual(models[TENSOR_MODEL]["kind"], "tensor")
         self.assertFalse(models["broken"]["ready"])
