@@ -196,7 +196,9 @@ std::vector<Task> MakeTasks(const AttentionParams& p) {
   return tasks;
 }
 
-inline int64_t RoundUp16(int64_t v) { return (v + 15) / 16 * 16; }
+inline float* AlignUp64(float* p) {
+  return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(p) + 63) & ~uintptr_t{63});
+}
 
 // Portable body: one query at a time.
 void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) {
@@ -241,89 +243,135 @@ void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) 
   }
 }
 
-// AVX-512 body: kQ queries at a time against 16 keys at a time; NV = head_dim / 16.
-// Scratch: Kᵀ as [head_dim][Lp] and the kQ score rows [kQ][Lp].
-template <int NV, int kQ>
+// AVX-512 body. Queries go across the 16 lanes, so that the softmax over keys is a
+// column-wise max and sum (no horizontal reductions, no key padding): for each block
+// of 16 queries, Qᵀ·scale is formed with in-register 16x16 transposes, scores Sᵀ[j]
+// (one vector of 16 queries per key) come from K rows broadcast straight from qkv,
+// and P·V broadcasts P from Sᵀ against V rows. NV = head_dim / 16; kQ queries per
+// P·V register block; kK keys per score register block.
+// Scratch (64-byte aligned): Qᵀ [head_dim][16], Sᵀ [len][16], 1/sum [16].
+
+// Rows r[0..15] (16 floats each) to columns: r[c] = old column c, times `scale`.
+IM_AVX512 inline void Transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int k = 0; k < 8; ++k) {
+    t[2 * k] = _mm512_unpacklo_ps(r[2 * k], r[2 * k + 1]);
+    t[2 * k + 1] = _mm512_unpackhi_ps(r[2 * k], r[2 * k + 1]);
+  }
+  // r[4k + m], 128-bit lane l: column 4l + m of rows 4k..4k+3.
+  for (int k = 0; k < 4; ++k) {
+    const __m512d a = _mm512_castps_pd(t[4 * k]), b = _mm512_castps_pd(t[4 * k + 1]);
+    const __m512d c = _mm512_castps_pd(t[4 * k + 2]), d = _mm512_castps_pd(t[4 * k + 3]);
+    r[4 * k + 0] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[4 * k + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[4 * k + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[4 * k + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int m = 0; m < 4; ++m) {
+    const __m512 a0 = _mm512_shuffle_f32x4(r[m], r[4 + m], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 a1 = _mm512_shuffle_f32x4(r[m], r[4 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    const __m512 b0 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 b1 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], _MM_SHUFFLE(3, 2, 3, 2));
+    t[m] = _mm512_shuffle_f32x4(a0, b0, _MM_SHUFFLE(2, 0, 2, 0));
+    t[4 + m] = _mm512_shuffle_f32x4(a0, b0, _MM_SHUFFLE(3, 1, 3, 1));
+    t[8 + m] = _mm512_shuffle_f32x4(a1, b1, _MM_SHUFFLE(2, 0, 2, 0));
+    t[12 + m] = _mm512_shuffle_f32x4(a1, b1, _MM_SHUFFLE(3, 1, 3, 1));
+  }
+  for (int c = 0; c < 16; ++c) r[c] = t[c];
+}
+
+// qt[c][i] = scale · q[i][c] for the first nq rows of q (stride ld); later lanes
+// repeat row nq - 1 (finite, never stored).
+template <int NV>
+IM_AVX512 inline void TransposeQ(const float* q, int64_t ld, int64_t nq, __m512 scale, float* qt) {
+  for (int v = 0; v < NV; ++v) {
+    __m512 r[16];
+    const float* row = q + 16 * v;
+    for (int i = 0; i < 16; ++i) {
+      r[i] = _mm512_mul_ps(_mm512_loadu_ps(row), scale);
+      if (i + 1 < nq) row += ld;
+    }
+    Transpose16x16(r);
+    for (int c = 0; c < 16; ++c) _mm512_store_ps(qt + (16 * v + c) * 16, r[c]);
+  }
+}
+
+// st[k] = Qᵀ-block · key k for kK keys starting at k (stride ld); mx = running max.
+template <int NV, int kK>
+IM_AVX512 inline void ScoreBlock(const float* qt, const float* k, int64_t ld, float* st,
+                                 __m512& mx) {
+  __m512 acc[kK];
+  for (int r = 0; r < kK; ++r) acc[r] = _mm512_setzero_ps();
+  for (int c0 = 0; c0 < NV * 16; c0 += 4) {
+    for (int c = c0; c < c0 + 4; ++c) {
+      const __m512 qv = _mm512_load_ps(qt + 16 * c);
+      for (int r = 0; r < kK; ++r) {
+        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(k[r * ld + c]), qv, acc[r]);
+      }
+    }
+  }
+  for (int r = 0; r < kK; ++r) {
+    _mm512_store_ps(st + 16 * r, acc[r]);
+    mx = _mm512_max_ps(mx, acc[r]);
+  }
+}
+
+template <int NV, int kQ, int kK>
 IM_AVX512 void AttentionTaskAvx512(const AttentionParams& p, const Task& t, float* scratch) {
+  static_assert(16 % kQ == 0);
   constexpr int dh = NV * 16;
   const int64_t begin = p.cu[t.b];
   const int64_t len = p.cu[t.b + 1] - begin;
-  const int64_t lp = RoundUp16(len);
   const int64_t ld = p.ld_qkv;
   const float* q0 = p.qkv + begin * ld + static_cast<int64_t>(t.h) * dh;
   const float* k0 = q0 + p.hidden;
   const float* v0 = q0 + 2 * p.hidden;
-  float* kt = scratch;
-  float* s = scratch + static_cast<int64_t>(dh) * lp;
-
-  // Kᵀ, zero-padded to a multiple of 16 keys.
-  for (int64_t j = 0; j < len; ++j) {
-    const float* k = k0 + j * ld;
-    for (int c = 0; c < dh; ++c) kt[c * lp + j] = k[c];
-  }
-  for (int c = 0; c < dh; ++c) {
-    for (int64_t j = len; j < lp; ++j) kt[c * lp + j] = 0;
-  }
+  float* qt = AlignUp64(scratch);
+  float* st = qt + dh * 16;
+  float* inv = st + len * 16;
   const __m512 scale = _mm512_set1_ps(p.scale);
-  for (int64_t i0 = 0; i0 < len; i0 += kQ) {
-    const float* q[kQ];
-    for (int qi = 0; qi < kQ; ++qi) q[qi] = q0 + std::min<int64_t>(i0 + qi, len - 1) * ld;
-    // Scores.
-    for (int64_t jb = 0; jb < lp; jb += 16) {
-      __m512 acc[kQ];
-      for (int qi = 0; qi < kQ; ++qi) acc[qi] = _mm512_setzero_ps();
-      for (int c = 0; c < dh; ++c) {
-        const __m512 kv = _mm512_loadu_ps(kt + c * lp + jb);
+  for (int64_t i0 = 0; i0 < len; i0 += 16) {
+    const int64_t nq = std::min<int64_t>(16, len - i0);
+    TransposeQ<NV>(q0 + i0 * ld, ld, nq, scale, qt);
+    // Scores and their column max.
+    __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    int64_t j = 0;
+    for (; j + kK <= len; j += kK) ScoreBlock<NV, kK>(qt, k0 + j * ld, ld, st + j * 16, mx);
+    for (; j < len; ++j) ScoreBlock<NV, 1>(qt, k0 + j * ld, ld, st + j * 16, mx);
+    // Softmax numerators; the 1/sum is applied to the output.
+    __m512 sum = _mm512_setzero_ps();
+    for (j = 0; j < len; ++j) {
+      const __m512 e = Exp512(_mm512_sub_ps(_mm512_load_ps(st + j * 16), mx));
+      _mm512_store_ps(st + j * 16, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    _mm512_store_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
+    // P·V, kQ queries at a time.
+    for (int64_t qs = 0; qs < nq; qs += kQ) {
+      __m512 acc[kQ][NV];
+      for (int qi = 0; qi < kQ; ++qi) {
+        for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_setzero_ps();
+      }
+      const float* pc = st + qs;
+      for (j = 0; j < len; ++j) {
+        const float* vr = v0 + j * ld;
+        __m512 vv[NV];
+        for (int v = 0; v < NV; ++v) vv[v] = _mm512_loadu_ps(vr + 16 * v);
         for (int qi = 0; qi < kQ; ++qi) {
-          acc[qi] = _mm512_fmadd_ps(_mm512_set1_ps(q[qi][c]), kv, acc[qi]);
+          const __m512 pj = _mm512_set1_ps(pc[j * 16 + qi]);
+          for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_fmadd_ps(pj, vv[v], acc[qi][v]);
         }
       }
-      for (int qi = 0; qi < kQ; ++qi)
-        _mm512_storeu_ps(s + qi * lp + jb, _mm512_mul_ps(acc[qi], scale));
-    }
-    // Softmax numerators (the 1/sum is applied to the output).
-    const int64_t tail = len - (lp - 16);
-    const __mmask16 tail_mask = static_cast<__mmask16>((1u << tail) - 1u);
-    float inv[kQ];
-    for (int qi = 0; qi < kQ; ++qi) {
-      float* row = s + qi * lp;
-      __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-      for (int64_t jb = 0; jb + 16 < lp; jb += 16)
-        mx = _mm512_max_ps(mx, _mm512_loadu_ps(row + jb));
-      mx = _mm512_mask_max_ps(mx, tail_mask, mx, _mm512_loadu_ps(row + lp - 16));
-      const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-      __m512 sum = _mm512_setzero_ps();
-      for (int64_t jb = 0; jb < lp; jb += 16) {
-        __m512 e = Exp512(_mm512_sub_ps(_mm512_loadu_ps(row + jb), m));
-        if (jb + 16 >= lp) e = _mm512_maskz_mov_ps(tail_mask, e);
-        _mm512_storeu_ps(row + jb, e);
-        sum = _mm512_add_ps(sum, e);
-      }
-      inv[qi] = 1.0f / _mm512_reduce_add_ps(sum);
-    }
-    // P·V.
-    __m512 acc[kQ][NV];
-    for (int qi = 0; qi < kQ; ++qi) {
-      for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_setzero_ps();
-    }
-    for (int64_t j = 0; j < len; ++j) {
-      const float* vr = v0 + j * ld;
-      __m512 vv[NV];
-      for (int v = 0; v < NV; ++v) vv[v] = _mm512_loadu_ps(vr + 16 * v);
-      for (int qi = 0; qi < kQ; ++qi) {
-        const __m512 pj = _mm512_set1_ps(s[qi * lp + j]);
-        for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_fmadd_ps(pj, vv[v], acc[qi][v]);
-      }
-    }
-    for (int qi = 0; qi < kQ && i0 + qi < len; ++qi) {
-      const int64_t o = (begin + i0 + qi) * p.hidden + static_cast<int64_t>(t.h) * dh;
-      const __m512 iv = _mm512_set1_ps(inv[qi]);
-      for (int v = 0; v < NV; ++v) {
-        const __m512 r = _mm512_mul_ps(acc[qi][v], iv);
-        if (p.out16) {
-          _mm256_storeu_si256(reinterpret_cast<__m256i*>(p.out16 + o + 16 * v), ToBf16x16(r));
-        } else {
-          _mm512_storeu_ps(p.out + o + 16 * v, r);
+      for (int qi = 0; qi < kQ && qs + qi < nq; ++qi) {
+        const int64_t o = (begin + i0 + qs + qi) * p.hidden + static_cast<int64_t>(t.h) * dh;
+        const __m512 iv = _mm512_set1_ps(inv[qs + qi]);
+        for (int v = 0; v < NV; ++v) {
+          const __m512 r = _mm512_mul_ps(acc[qi][v], iv);
+          if (p.out16) {
+            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p.out16 + o + 16 * v), ToBf16x16(r));
+          } else {
+            _mm512_storeu_ps(p.out + o + 16 * v, r);
+          }
         }
       }
     }
@@ -336,27 +384,28 @@ TaskFn PickTaskFn(int head_dim) {
   if (!CpuHasAvx512() || head_dim % 16 != 0) return AttentionTaskBase;
   switch (head_dim / 16) {
     case 1:
-      return AttentionTaskAvx512<1, 4>;
+      return AttentionTaskAvx512<1, 16, 8>;
     case 2:
-      return AttentionTaskAvx512<2, 4>;
+      return AttentionTaskAvx512<2, 8, 8>;
     case 3:
-      return AttentionTaskAvx512<3, 4>;
+      return AttentionTaskAvx512<3, 8, 8>;
     case 4:
-      return AttentionTaskAvx512<4, 4>;
+      return AttentionTaskAvx512<4, 4, 8>;
     case 5:
-      return AttentionTaskAvx512<5, 2>;
+      return AttentionTaskAvx512<5, 4, 8>;
     case 6:
-      return AttentionTaskAvx512<6, 2>;
+      return AttentionTaskAvx512<6, 2, 8>;
     case 8:
-      return AttentionTaskAvx512<8, 2>;
+      return AttentionTaskAvx512<8, 2, 8>;
     default:
       return AttentionTaskBase;
   }
 }
 
 int64_t ScratchPerThread(int64_t max_len, int head_dim) {
-  const int64_t lp = RoundUp16(std::max<int64_t>(max_len, 1));
-  return static_cast<int64_t>(head_dim) * lp + 4 * lp + 16;
+  const int64_t len = std::max<int64_t>(max_len, 1);
+  // The AVX-512 body's Qᵀ, Sᵀ and 1/sum plus 64-byte alignment; the portable one's row.
+  return std::max<int64_t>((head_dim + len + 1) * 16 + 16, len);
 }
 
 }  // namespace
