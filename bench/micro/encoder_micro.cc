@@ -29,21 +29,35 @@ std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
   return v;
 }
 
-// Args: rows, which (0 qkv, 1 out+residual, 2 ffn1+gelu, 3 ffn2+residual), bf16, threads.
+// Args: rows, which (0 qkv, 1 out+residual, 2 ffn1+gelu, 3 ffn2+residual), precision
+// (0 fp32, 1 bf16, 2 int8: the matmul alone, its epilogue is separate), threads.
 void BM_Linear(benchmark::State& state) {
   const int64_t rows = state.range(0);
   const int which = static_cast<int>(state.range(1));
-  const bool use_bf16 = state.range(2) != 0;
+  const bool use_bf16 = state.range(2) == 1;
+  const bool use_int8 = state.range(2) == 2;
   omp_set_num_threads(static_cast<int>(state.range(3)));
   const int64_t k = which == 3 ? kFfn : kHidden;
   const int64_t n = which == 0 ? 3 * kHidden : which == 2 ? kFfn : kHidden;
-  const Epilogue e = which == 2   ? Epilogue::kBiasGeluErf
+  const Epilogue e = use_int8     ? Epilogue::kBias
+                     : which == 2 ? Epilogue::kBiasGeluErf
                      : which == 0 ? Epilogue::kBias
                                   : Epilogue::kBiasAccumulate;
-  auto kind = LinearKind::Create(
-      {k, n, e, use_bf16 ? Precision::kBf16 : Precision::kFp32, use_bf16 && which == 2});
+  auto kind = LinearKind::Create({k, n, e,
+                                  use_int8   ? Precision::kInt8
+                                  : use_bf16 ? Precision::kBf16
+                                             : Precision::kFp32,
+                                  use_bf16 && which == 2});
+  if (!kind.ok()) {
+    state.SkipWithError(kind.status().ToString().c_str());
+    return;
+  }
   auto w = Random(k * n, 1, 0.05f), b = Random(n, 2);
   auto packed = (*kind)->Pack(w.data(), b.data());
+  if (!packed.ok()) {
+    state.SkipWithError(packed.status().ToString().c_str());
+    return;
+  }
   std::vector<float> x = Random(rows * k, 3);
   std::vector<bf16> x16(x.size());
   ToBf16(x.data(), x16.data(), static_cast<int64_t>(x.size()));
@@ -58,7 +72,7 @@ void BM_Linear(benchmark::State& state) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Linear)
-    ->ArgsProduct({{16, 1024, 8448}, {0, 1, 2, 3}, {0, 1}, {2}})
+    ->ArgsProduct({{16, 1024, 8448}, {0, 1, 2, 3}, {0, 1, 2}, {2}})
     ->Args({1024, 2, 0, 1})
     ->UseRealTime();
 

@@ -312,16 +312,19 @@ Status EmbeddingModel::TryFusedEncoder(const std::string& onnx_path, const Sessi
     return Unimplemented("fused encoder disagrees with the graph (relative error " +
                          std::to_string(best) + ")");
   }
-  if (options.precision.value_or(Precision::kFp32) == Precision::kBf16) {
+  const Precision wanted = options.precision.value_or(Precision::kFp32);
+  if (wanted != Precision::kFp32) {
     eo = fp32->options();
-    eo.precision = Precision::kBf16;
+    eo.precision = wanted;
     auto reduced = encoder::FusedEncoder::Create(w, eo);
     if (reduced.ok()) {
       encoder_ = std::move(reduced).value();
-      precision_ = Precision::kBf16;
+      precision_ = wanted;
       return OkStatus();
     }
-    log::Warn("bf16 not available for this model", {{"reason", reduced.status().ToString()}});
+    log::Warn("reduced precision not available for this model",
+              {{"precision", std::string(PrecisionName(wanted))},
+               {"reason", reduced.status().ToString()}});
   }
   encoder_ = std::move(fp32);
   return OkStatus();

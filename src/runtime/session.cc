@@ -412,12 +412,24 @@ Result<std::unique_ptr<Session>> Session::LoadFromBytes(std::string_view bytes,
   return std::unique_ptr<Session>(std::move(session));
 }
 
-std::string_view PrecisionName(Precision p) { return p == Precision::kBf16 ? "bf16" : "fp32"; }
+std::string_view PrecisionName(Precision p) {
+  switch (p) {
+    case Precision::kBf16:
+      return "bf16";
+    case Precision::kInt8:
+      return "int8";
+    case Precision::kFp32:
+      break;
+  }
+  return "fp32";
+}
 
 Result<Precision> ParsePrecision(std::string_view name) {
   if (name == "fp32" || name == "float32") return Precision::kFp32;
   if (name == "bf16" || name == "bfloat16") return Precision::kBf16;
-  return InvalidArgument("unknown precision '" + std::string(name) + "' (expected fp32 or bf16)");
+  if (name == "int8") return Precision::kInt8;
+  return InvalidArgument("unknown precision '" + std::string(name) +
+                         "' (expected fp32, bf16 or int8)");
 }
 
 Status ReadRuntimeConfig(const Config& config, SessionOptions* options) {

@@ -29,12 +29,14 @@ class Config;
 namespace infermesh::runtime {
 
 // Arithmetic precision of the matrix products. kBf16 rounds activations and
-// weights to bfloat16 (AVX512-BF16) and accumulates in float32; everything else
-// (softmax, LayerNorm, residuals) stays float32. Only the fused transformer-encoder
-// path honours it; generic graphs always run in float32.
-enum class Precision { kFp32, kBf16 };
+// weights to bfloat16 (AVX512-BF16) and accumulates in float32. kInt8 quantizes
+// weights per output channel and activations per token, dynamically, to int8
+// (AVX512-VNNI) and accumulates in int32. Everything else (softmax, LayerNorm,
+// residuals, GELU) stays float32. Only the fused transformer-encoder path honours
+// it; generic graphs always run in float32.
+enum class Precision { kFp32, kBf16, kInt8 };
 std::string_view PrecisionName(Precision p);
-// "fp32" or "bf16" (also "float32", "bfloat16"); InvalidArgument otherwise.
+// "fp32", "bf16" or "int8" (also "float32", "bfloat16"); InvalidArgument otherwise.
 Result<Precision> ParsePrecision(std::string_view name);
 
 struct SessionOptions {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "runtime/encoder/fused_encoder.h"
+#include "runtime/encoder/quantize.h"
 #include "runtime/model.h"
 #include "runtime/onnx_tensor.h"
 #include "runtime/session.h"
@@ -197,12 +198,18 @@ const FusedCase kFusedCases[] = {
     {"bge_small_op17_fp32", "bge-small-op17", Precision::kFp32},
     {"tiny_op17_bf16", "tiny-op17", Precision::kBf16},
     {"bge_small_op14_bf16", "bge-small-op14", Precision::kBf16},
+    {"tiny_op17_int8", "tiny-op17", Precision::kInt8},
+    {"bge_small_op14_int8", "bge-small-op14", Precision::kInt8},
+    {"bge_small_op17_int8", "bge-small-op17", Precision::kInt8},
 };
 
 // bf16 rounds every matmul input to 8 significant bits: per-token hidden states
 // must still point the same way (the bar for embeddings is cosine 0.999).
 constexpr double kBf16MinRowCosine = 0.999;
 constexpr double kBf16MaxRelAbsError = 5e-2;
+// int8 quantizes every matmul input per token to 8 bits (7 plus sign).
+constexpr double kInt8MinRowCosine = 0.995;
+constexpr double kInt8MaxRelAbsError = 1e-1;
 
 class FusedEncoderParity : public ::testing::TestWithParam<FusedCase> {};
 
@@ -210,6 +217,9 @@ TEST_P(FusedEncoderParity, MatchesPyTorchOnRealTokens) {
   const FusedCase& c = GetParam();
   if (c.precision == Precision::kBf16 && !encoder::CpuHasAvx512Bf16()) {
     GTEST_SKIP() << "this CPU has no AVX512-BF16";
+  }
+  if (c.precision == Precision::kInt8 && !encoder::CpuHasAvx512Vnni()) {
+    GTEST_SKIP() << "this CPU has no AVX512-VNNI";
   }
   const fs::path dir = fs::path(FixtureDir()) / c.dir;
   SessionOptions options;
@@ -250,9 +260,12 @@ TEST_P(FusedEncoderParity, MatchesPyTorchOnRealTokens) {
     Tensor expected = Tensor::FromVector<float>({tokens, hidden}, want);
     if (c.precision == Precision::kFp32) {
       ExpectClose(expected, got, set.filename().string() + " fused fp32 vs PyTorch");
-    } else {
+    } else if (c.precision == Precision::kBf16) {
       ExpectClose(expected, got, set.filename().string() + " fused bf16 vs PyTorch",
                   kBf16MinRowCosine, kBf16MaxRelAbsError);
+    } else {
+      ExpectClose(expected, got, set.filename().string() + " fused int8 vs PyTorch",
+                  kInt8MinRowCosine, kInt8MaxRelAbsError);
     }
   }
 }
@@ -262,8 +275,10 @@ INSTANTIATE_TEST_SUITE_P(Models, FusedEncoderParity, ::testing::ValuesIn(kFusedC
 
 // Sentence embeddings of a text corpus: bf16 against our float32, and the fused float32
 // against the ONNX graph (each text alone and all in one packed batch).
-TEST(FusedEncoderCorpus, Bf16EmbeddingsMatchFloat32) {
-  if (!encoder::CpuHasAvx512Bf16()) GTEST_SKIP() << "this CPU has no AVX512-BF16";
+TEST(FusedEncoderCorpus, ReducedPrecisionEmbeddingsMatchFloat32) {
+  if (!encoder::CpuHasAvx512Bf16() || !encoder::CpuHasAvx512Vnni()) {
+    GTEST_SKIP() << "this CPU lacks AVX512-BF16 or AVX512-VNNI";
+  }
   const fs::path dir = fs::path(FixtureDir()) / "bge-small-op14";
   SessionOptions options;
   options.intra_op_threads = 2;
@@ -271,11 +286,14 @@ TEST(FusedEncoderCorpus, Bf16EmbeddingsMatchFloat32) {
   auto fp32 = EmbeddingModel::Load(dir.string(), options);
   options.precision = Precision::kBf16;
   auto bf16 = EmbeddingModel::Load(dir.string(), options);
+  options.precision = Precision::kInt8;
+  auto int8 = EmbeddingModel::Load(dir.string(), options);
   options.fused_encoder = false;
   options.precision.reset();
   auto graph = EmbeddingModel::Load(dir.string(), options);
-  ASSERT_TRUE(fp32.ok() && bf16.ok() && graph.ok());
+  ASSERT_TRUE(fp32.ok() && bf16.ok() && int8.ok() && graph.ok());
   ASSERT_EQ((*graph)->fused_encoder(), nullptr);
+  ASSERT_EQ((*int8)->precision(), Precision::kInt8);
 
   std::vector<std::string> texts;
   // The project's own prose: short and long lines, code, punctuation.
@@ -291,20 +309,25 @@ TEST(FusedEncoderCorpus, Bf16EmbeddingsMatchFloat32) {
   auto a = (*fp32)->Embed(texts, eo);
   auto b = (*bf16)->Embed(texts, eo);
   auto g = (*graph)->Embed(texts, eo);
-  ASSERT_TRUE(a.ok() && b.ok() && g.ok());
-  double min_bf16 = 1, min_graph = 1;
+  auto q = (*int8)->Embed(texts, eo);
+  ASSERT_TRUE(a.ok() && b.ok() && g.ok() && q.ok());
+  double min_bf16 = 1, min_graph = 1, min_int8 = 1;
   for (size_t i = 0; i < texts.size(); ++i) {
-    double ab = 0, ag = 0;
+    double ab = 0, ag = 0, aq = 0;
     for (size_t j = 0; j < (*a)[i].size(); ++j) {
       ab += double((*a)[i][j]) * (*b)[i][j];
       ag += double((*a)[i][j]) * (*g)[i][j];
+      aq += double((*a)[i][j]) * (*q)[i][j];
     }
     min_bf16 = std::min(min_bf16, ab);
     min_graph = std::min(min_graph, ag);
+    min_int8 = std::min(min_int8, aq);
   }
-  std::printf("  %zu texts: min cosine bf16 vs fp32 %.6f, fused fp32 vs graph %.9f\n", texts.size(),
-              min_bf16, min_graph);
+  std::printf(
+      "  %zu texts: min cosine bf16 vs fp32 %.6f, int8 vs fp32 %.6f, fused fp32 vs graph %.9f\n",
+      texts.size(), min_bf16, min_int8, min_graph);
   EXPECT_GE(min_bf16, 0.999);
+  EXPECT_GE(min_int8, 0.999);
   EXPECT_GE(min_graph, 0.99999);
 }
 

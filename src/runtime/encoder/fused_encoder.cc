@@ -9,6 +9,7 @@
 
 #include "core/thread_pool.h"
 #include "runtime/encoder/linear.h"
+#include "runtime/encoder/quantize.h"
 
 namespace infermesh::runtime::encoder {
 namespace {
@@ -39,6 +40,10 @@ struct Arena {
   std::vector<float> hidden, qkv, ctx, ffn, scratch;
   std::vector<bf16> hidden16, ctx16, ffn16;
   std::vector<int64_t> positions;
+  // int8 mode: quantized activations and their per-row scales, and the float32
+  // output of the residual matmuls before the epilogue.
+  std::vector<int8_t> hidden8, ctx8, ffn8;
+  std::vector<float> hidden_scale, ctx_scale, ffn_scale, out;
 };
 
 }  // namespace
@@ -50,6 +55,8 @@ struct FusedEncoder::Impl {
   LayerNormParams embedding_ln;
   int threads = 1;
   bool bf16 = false;
+  bool int8 = false;
+  bool gelu_tanh = false;
   int64_t hidden = 0, ffn = 0;
   int heads = 0, head_dim = 0;
 
@@ -81,6 +88,12 @@ Result<std::unique_ptr<FusedEncoder>> FusedEncoder::Create(const EncoderWeights&
   if (options.precision == Precision::kBf16 && !CpuHasAvx512Bf16()) {
     return Unimplemented("bf16 precision needs a CPU with AVX512-BF16");
   }
+  if (options.precision == Precision::kInt8) {
+    if (!CpuHasAvx512Vnni()) return Unimplemented("int8 precision needs a CPU with AVX512-VNNI");
+    if (h % 16 != 0 || w.ffn % 16 != 0) {
+      return Unimplemented("int8 precision needs hidden and FFN sizes that are multiples of 16");
+    }
+  }
   auto enc = std::unique_ptr<FusedEncoder>(new FusedEncoder());
   enc->options_ = options;
   enc->hidden_ = h;
@@ -89,6 +102,8 @@ Result<std::unique_ptr<FusedEncoder>> FusedEncoder::Create(const EncoderWeights&
   Impl& im = *enc->impl_;
   im.threads = options.threads > 0 ? options.threads : static_cast<int>(HardwareThreads());
   im.bf16 = options.precision == Precision::kBf16;
+  im.int8 = options.precision == Precision::kInt8;
+  im.gelu_tanh = w.activation == Activation::kGeluTanh;
   im.hidden = h;
   im.ffn = w.ffn;
   im.heads = options.heads;
@@ -96,10 +111,13 @@ Result<std::unique_ptr<FusedEncoder>> FusedEncoder::Create(const EncoderWeights&
   const Precision p = options.precision;
   const Epilogue gelu =
       w.activation == Activation::kGeluErf ? Epilogue::kBiasGeluErf : Epilogue::kBiasGeluTanh;
+  // int8 matmuls leave bias and epilogue to the quantize.h kernels.
+  const Epilogue acc = im.int8 ? Epilogue::kBias : Epilogue::kBiasAccumulate;
   IM_ASSIGN_OR_RETURN(im.qkv, LinearKind::Create({h, 3 * h, Epilogue::kBias, p, false}));
-  IM_ASSIGN_OR_RETURN(im.out, LinearKind::Create({h, h, Epilogue::kBiasAccumulate, p, false}));
-  IM_ASSIGN_OR_RETURN(im.ffn1, LinearKind::Create({h, w.ffn, gelu, p, im.bf16}));
-  IM_ASSIGN_OR_RETURN(im.ffn2, LinearKind::Create({w.ffn, h, Epilogue::kBiasAccumulate, p, false}));
+  IM_ASSIGN_OR_RETURN(im.out, LinearKind::Create({h, h, acc, p, false}));
+  IM_ASSIGN_OR_RETURN(im.ffn1,
+                      LinearKind::Create({h, w.ffn, im.int8 ? Epilogue::kBias : gelu, p, im.bf16}));
+  IM_ASSIGN_OR_RETURN(im.ffn2, LinearKind::Create({w.ffn, h, acc, p, false}));
 
   // Embeddings and norms are copied; the big matrices go straight into packed form.
   im.weights.hidden = h;
@@ -245,6 +263,57 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   auto at = [esize](const void* base, int64_t row, int64_t width) {
     return static_cast<const char*>(base) + static_cast<size_t>(row * width) * esize;
   };
+  if (im.int8) {
+    int8_t* x8 = Grow(a.hidden8, rows * h);
+    float* xs = Grow(a.hidden_scale, rows);
+    int8_t* c8 = Grow(a.ctx8, rows * h);
+    float* cs = Grow(a.ctx_scale, rows);
+    float* ctx32 = Grow(a.ctx, rows * h);
+    float* y = Grow(a.out, chunk_rows * h);
+    float* f32 = Grow(a.ffn, chunk_rows * f);
+    int8_t* f8 = Grow(a.ffn8, chunk_rows * f);
+    float* fs = Grow(a.ffn_scale, chunk_rows);
+    // Padding rows stay zero (scale 1) so the matmuls' padding rows stay finite.
+    std::memset(x8 + tokens * h, 0, static_cast<size_t>((rows - tokens) * h));
+    std::memset(c8 + tokens * h, 0, static_cast<size_t>((rows - tokens) * h));
+    std::fill(xs + tokens, xs + rows, 1.0f);
+    std::fill(cs + tokens, cs + rows, 1.0f);
+    QuantizeRows(x, tokens, h, x8, xs, threads);
+    ap.out = ctx32;
+    ap.out16 = nullptr;
+    Status status;
+    for (const PackedLayer& layer : im.layers) {
+      for (const auto& [begin, n] : chunks) {
+        float* q = qkv + begin * 3 * h;
+        status = im.qkv->Run(layer.qkv, n, x8 + begin * h, q);
+        if (!status.ok()) break;
+        ScaleBiasRows(q, n, 3 * h, xs + begin, layer.qkv.bias.get(), threads);
+      }
+      if (!status.ok()) break;
+      Attention(ap);
+      QuantizeRows(ctx32, tokens, h, c8, cs, threads);
+      for (const auto& [begin, n] : chunks) {
+        const int64_t real = std::min(n, tokens - begin);
+        status = im.out->Run(layer.out, n, c8 + begin * h, y);
+        if (!status.ok()) break;
+        ResidualLayerNormQuantizeRows(x + begin * h, y, real, h, cs + begin, layer.out.bias.get(),
+                                      layer.ln1, x8 + begin * h, xs + begin, threads);
+        status = im.ffn1->Run(layer.ffn1, n, x8 + begin * h, f32);
+        if (!status.ok()) break;
+        ScaleBiasGeluQuantizeRows(f32, n, f, xs + begin, layer.ffn1.bias.get(), im.gelu_tanh, f8,
+                                  fs, threads);
+        status = im.ffn2->Run(layer.ffn2, n, f8, y);
+        if (!status.ok()) break;
+        ResidualLayerNormQuantizeRows(x + begin * h, y, real, h, fs, layer.ffn2.bias.get(),
+                                      layer.ln2, x8 + begin * h, xs + begin, threads);
+      }
+      if (!status.ok()) break;
+    }
+    if (status.ok()) consume(x);
+    im.ReturnArena(std::move(arena));
+    return status;
+  }
+
   const void* xin = im.bf16 ? static_cast<const void*>(x16) : x;
   const void* cin = im.bf16 ? static_cast<const void*>(ctx16) : ctx;
   void* mid = im.bf16 ? static_cast<void*>(ffn16) : ffn;

@@ -2,11 +2,14 @@
 
 #include <dnnl.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <list>
 #include <mutex>
 #include <unordered_map>
+#include <vector>
 
 namespace infermesh::runtime::encoder {
 namespace {
@@ -37,10 +40,15 @@ struct LinearKind::Impl {
   };
   mutable std::unordered_map<int64_t, Entry> cache;
 
+  bool int8 = false;
+
   dnnl::matmul::primitive_desc Describe(int64_t rows, int64_t k, int64_t n,
                                         const dnnl::memory::desc& w) const {
     dnnl::memory::desc src({rows, k}, src_dt, tag::ab);
     dnnl::memory::desc dst({rows, n}, dst_dt, tag::ab);
+    if (int8) {  // no bias: it must be added after the caller's row scale
+      return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w, dst), attr, Engine());
+    }
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, w, bias_md, dst), attr, Engine());
   }
 };
@@ -53,7 +61,12 @@ Result<std::unique_ptr<LinearKind>> LinearKind::Create(const LinearSpec& spec) {
   auto kind = std::unique_ptr<LinearKind>(new LinearKind(spec));
   Impl& im = *kind->impl_;
   const bool bf16 = spec.precision == Precision::kBf16;
-  im.src_dt = bf16 ? dt::bf16 : dt::f32;
+  const bool int8 = spec.precision == Precision::kInt8;
+  if (int8 && (spec.epilogue != Epilogue::kBias || spec.out_bf16)) {
+    return InvalidArgument("int8 linear layers leave the epilogue to the caller");
+  }
+  im.int8 = int8;
+  im.src_dt = bf16 ? dt::bf16 : int8 ? dt::s8 : dt::f32;
   im.dst_dt = spec.out_bf16 ? dt::bf16 : dt::f32;
   try {
     dnnl::post_ops po;
@@ -71,8 +84,9 @@ Result<std::unique_ptr<LinearKind>> LinearKind::Create(const LinearSpec& spec) {
         break;
     }
     im.attr.set_post_ops(po);
+    if (int8) im.attr.set_output_scales(2, {DNNL_RUNTIME_F32_VAL});
     im.bias_md = dnnl::memory::desc({1, spec.n}, dt::f32, tag::ab);
-    dnnl::memory::desc any({spec.k, spec.n}, bf16 ? dt::bf16 : dt::f32, tag::any);
+    dnnl::memory::desc any({spec.k, spec.n}, bf16 ? dt::bf16 : int8 ? dt::s8 : dt::f32, tag::any);
     auto pd = im.Describe(kReferenceRows, spec.k, spec.n, any);
     im.weights_md = pd.weights_desc();
   } catch (const dnnl::error& e) {
@@ -87,11 +101,32 @@ Result<PackedWeight> LinearKind::Pack(const float* w, const float* bias) const {
     const size_t bytes = impl_->weights_md.get_size();
     std::shared_ptr<void> packed(std::aligned_alloc(64, (bytes + 63) / 64 * 64), std::free);
     if (!packed) return ResourceExhausted("cannot allocate packed weights");
-    dnnl::memory::desc plain({spec_.k, spec_.n}, dt::f32, tag::ab);
-    dnnl::memory src(plain, Engine(), const_cast<float*>(w));
     dnnl::memory dst(impl_->weights_md, Engine(), packed.get());
     dnnl::stream s(Engine());
-    dnnl::reorder(src, dst).execute(s, src, dst);
+    if (impl_->int8) {
+      // Symmetric per-column scales: q = round(w / scale), scale = max|w[:, n]| / 127.
+      const int64_t k = spec_.k, n = spec_.n;
+      std::shared_ptr<float> scales(new float[static_cast<size_t>(n)],
+                                    std::default_delete<float[]>());
+      std::vector<int8_t> q(static_cast<size_t>(k * n));
+      for (int64_t c = 0; c < n; ++c) {
+        float m = 0;
+        for (int64_t r = 0; r < k; ++r) m = std::max(m, std::fabs(w[r * n + c]));
+        const float sc = m > 0 ? m / 127.0f : 1.0f;
+        scales.get()[c] = sc;
+        for (int64_t r = 0; r < k; ++r) {
+          q[static_cast<size_t>(r * n + c)] =
+              static_cast<int8_t>(std::lround(std::clamp(w[r * n + c] / sc, -127.0f, 127.0f)));
+        }
+      }
+      dnnl::memory src(dnnl::memory::desc({k, n}, dt::s8, tag::ab), Engine(), q.data());
+      dnnl::reorder(src, dst).execute(s, src, dst);
+      out.scales = std::move(scales);
+    } else {
+      dnnl::memory::desc plain({spec_.k, spec_.n}, dt::f32, tag::ab);
+      dnnl::memory src(plain, Engine(), const_cast<float*>(w));
+      dnnl::reorder(src, dst).execute(s, src, dst);
+    }
     s.wait();
     out.weights = std::move(packed);
   } catch (const dnnl::error& e) {
@@ -137,16 +172,28 @@ Status LinearKind::Run(const PackedWeight& w, int64_t rows, const void* x, void*
     dnnl::memory wt(im.weights_md, Engine(), w.weights.get());
     dnnl::memory bias(im.bias_md, Engine(), w.bias.get());
     dnnl::memory dst(dst_md, Engine(), y);
-    dnnl::stream s(Engine());
-    prim->execute(
-        s,
-        {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wt}, {DNNL_ARG_BIAS, bias}, {DNNL_ARG_DST, dst}});
+    // One stream per calling thread (CPU streams execute synchronously).
+    static thread_local dnnl::stream s(Engine());
+    if (im.int8) {
+      dnnl::memory scales(dnnl::memory::desc({spec_.n}, dt::f32, tag::a), Engine(), w.scales.get());
+      prim->execute(s, {{DNNL_ARG_SRC, src},
+                        {DNNL_ARG_WEIGHTS, wt},
+                        {DNNL_ARG_DST, dst},
+                        {DNNL_ARG_ATTR_OUTPUT_SCALES, scales}});
+    } else {
+      prim->execute(s, {{DNNL_ARG_SRC, src},
+                        {DNNL_ARG_WEIGHTS, wt},
+                        {DNNL_ARG_BIAS, bias},
+                        {DNNL_ARG_DST, dst}});
+    }
     s.wait();
   } catch (const dnnl::error& e) {
     return Internal(std::string("oneDNN matmul failed: ") + e.what());
   }
   return OkStatus();
 }
+
+size_t LinearKind::packed_bytes() const { return impl_->weights_md.get_size(); }
 
 size_t LinearKind::cached_primitives() const {
   std::lock_guard<std::mutex> lock(impl_->mu);

@@ -35,6 +35,9 @@ struct LinearSpec {
   int64_t n = 0;  // output features
   Epilogue epilogue = Epilogue::kBias;
   // kBf16: x and W are bfloat16 (x must already be), accumulation float32.
+  // kInt8: x is int8 (quantized per row by the caller) and W int8 per column; Run
+  // computes y = (x·W) * w_scale[n] in float32 only: the epilogue (which must be
+  // kBias), the bias and the row scales are the caller's (see quantize.h).
   Precision precision = Precision::kFp32;
   bool out_bf16 = false;  // y is bfloat16 (otherwise float32)
 };
@@ -42,6 +45,7 @@ struct LinearSpec {
 struct PackedWeight {
   std::shared_ptr<void> weights;  // oneDNN blocked layout
   std::shared_ptr<float> bias;    // [n]
+  std::shared_ptr<float> scales;  // [n], int8 only: the weight's per-column scales
 };
 
 class LinearKind {
@@ -56,6 +60,8 @@ class LinearKind {
   Status Run(const PackedWeight& w, int64_t rows, const void* x, void* y) const;
 
   const LinearSpec& spec() const { return spec_; }
+  // Bytes of one packed weight matrix.
+  size_t packed_bytes() const;
   // Primitives created so far (for tests: the cache must stay bounded).
   size_t cached_primitives() const;
 

@@ -14,6 +14,7 @@
 #include "runtime/encoder/fused_encoder.h"
 #include "runtime/encoder/kernels.h"
 #include "runtime/encoder/linear.h"
+#include "runtime/encoder/quantize.h"
 
 namespace infermesh::runtime::encoder {
 namespace {
@@ -248,6 +249,95 @@ TEST(LinearKindTest, Bf16RoundsInputsAndWeights) {
   ASSERT_TRUE((*kind16)->Run(*packed16, rows, x16.data(), y16.data()).ok());
   for (int64_t i = 0; i < rows * n; ++i) {
     ASSERT_NEAR(FromBf16(y16[i]), y[i], std::fabs(y[i]) / 128 + 1e-6);
+  }
+}
+
+TEST(LinearKindTest, Int8QuantizesWeightsPerColumn) {
+  if (!CpuHasAvx512Vnni()) GTEST_SKIP() << "no AVX512-VNNI";
+  const int64_t k = 64, n = 48, rows = 19;
+  auto w = Random(k * n, 51, 0.2f), b = Random(n, 52), x = Random(rows * k, 53);
+  std::vector<int8_t> xq(x.size());
+  std::vector<float> xs(rows);
+  QuantizeRows(x.data(), rows, k, xq.data(), xs.data(), 1);
+  auto kind = LinearKind::Create({k, n, Epilogue::kBias, Precision::kInt8, false});
+  ASSERT_TRUE(kind.ok()) << kind.status().ToString();
+  auto packed = (*kind)->Pack(w.data(), b.data());
+  ASSERT_TRUE(packed.ok()) << packed.status().ToString();
+  std::vector<float> y(rows * n);
+  Status st = (*kind)->Run(*packed, rows, xq.data(), y.data());
+  ASSERT_TRUE(st.ok()) << st.ToString();
+  ScaleBiasRows(y.data(), rows, n, xs.data(), b.data(), 1);
+  auto ref = RefLinear(x, w, b, rows, k, n, Epilogue::kBias, {});
+  double dot = 0, nr = 0, ng = 0;
+  for (int64_t i = 0; i < rows * n; ++i) {
+    // Two int8 roundings: about 1% of each term's magnitude, averaged over k terms.
+    ASSERT_NEAR(y[i], ref[i], 0.05 * (1 + std::fabs(ref[i]))) << i;
+    dot += y[i] * ref[i];
+    nr += ref[i] * ref[i];
+    ng += double(y[i]) * y[i];
+  }
+  EXPECT_GT(dot / std::sqrt(nr * ng), 0.999);
+  // Epilogues other than kBias are the caller's in int8 mode.
+  EXPECT_FALSE(LinearKind::Create({k, n, Epilogue::kBiasGeluErf, Precision::kInt8, false}).ok());
+}
+
+TEST(QuantizeKernels, RowsRoundTripWithinHalfAStep) {
+  if (!CpuHasAvx512()) GTEST_SKIP() << "no AVX-512";
+  const int64_t rows = 5, n = 64;
+  auto x = Random(rows * n, 61, 3.0f);
+  std::fill(x.begin() + 2 * n, x.begin() + 3 * n, 0.0f);  // an all-zero row
+  std::vector<int8_t> q(rows * n);
+  std::vector<float> s(rows);
+  QuantizeRows(x.data(), rows, n, q.data(), s.data(), 1);
+  EXPECT_EQ(s[2], 1.0f);
+  for (int64_t r = 0; r < rows; ++r) {
+    int max_q = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(q[r * n + i] * s[r], x[r * n + i], s[r] / 2 + 1e-6);
+      max_q = std::max(max_q, std::abs(int(q[r * n + i])));
+    }
+    if (r != 2) {
+      EXPECT_EQ(max_q, 127);
+    }
+  }
+}
+
+TEST(QuantizeKernels, EpiloguesMatchReference) {
+  if (!CpuHasAvx512()) GTEST_SKIP() << "no AVX-512";
+  const int64_t rows = 6, n = 48;
+  auto y0 = Random(rows * n, 71), x0 = Random(rows * n, 72), bias = Random(n, 73);
+  auto g = Random(n, 74), beta = Random(n, 75);
+  std::vector<float> rs = {0.5f, 1.0f, 2.0f, 0.1f, 3.0f, 1.5f};
+  for (bool tanh_form : {false, true}) {
+    std::vector<float> y = y0, qs(rows);
+    std::vector<int8_t> q(rows * n);
+    ScaleBiasGeluQuantizeRows(y.data(), rows, n, rs.data(), bias.data(), tanh_form, q.data(),
+                              qs.data(), 1);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t i = 0; i < n; ++i) {
+        const double v = double(y0[r * n + i]) * rs[r] + bias[i];
+        const double want =
+            tanh_form ? 0.5 * v * (1 + std::tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+                      : 0.5 * v * (1 + std::erf(v / std::sqrt(2.0)));
+        ASSERT_NEAR(y[r * n + i], want, 1e-5 * (1 + std::fabs(want)));
+        ASSERT_NEAR(q[r * n + i] * qs[r], want, qs[r] / 2 + 1e-5);
+      }
+    }
+  }
+  std::vector<float> x = x0, qs(rows);
+  std::vector<int8_t> q(rows * n);
+  ResidualLayerNormQuantizeRows(x.data(), y0.data(), rows, n, rs.data(), bias.data(),
+                                {g.data(), beta.data(), 1e-5f}, q.data(), qs.data(), 1);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::vector<double> ref(n);
+    for (int64_t i = 0; i < n; ++i) {
+      ref[i] = double(x0[r * n + i]) + double(y0[r * n + i]) * rs[r] + bias[i];
+    }
+    RefLayerNorm(ref, g, beta, 1e-5);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(x[r * n + i], ref[i], 1e-4);
+      ASSERT_NEAR(q[r * n + i] * qs[r], x[r * n + i], qs[r] / 2 + 1e-6);
+    }
   }
 }
 
