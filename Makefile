@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench bench-worker format format-check sanitize-build clean
+.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker format format-check sanitize-build clean
 
 all: build
 
@@ -33,13 +33,26 @@ run: build
 conformance: build
 	@$(BIN) conformance --threads 2 --known tests/conformance/known_issues.txt --json bench/results/conformance.json
 
+RUNTIME_BENCH := bench/runtime_bench.py --runner $(BUILD)/bench/runtime_runner \
+	--fixtures $(BUILD)/fixtures --work $(BUILD)/bench-runtime
+WORKER_BENCH := bench/worker_bench.py $(BIN)
+
+# Every benchmark, one after the other in one recipe (each wants the cores to itself,
+# so even `make -j` must not run them side by side).
 bench: build
-	@echo "benchmarks arrive with the runtime-speed issue (bench/)"
+	@$(RUNTIME_BENCH)
+	@$(WORKER_BENCH)
+
+# Our runtime against ONNX Runtime on the same fixtures, inputs and thread counts
+# (issue 4): about 7 minutes; prints a table and writes bench/results/runtime.json.
+# Pass options through ARGS, e.g. make bench-runtime ARGS="--quick --cases b_latency".
+bench-runtime: build
+	@$(RUNTIME_BENCH) $(ARGS)
 
 # The worker's throughput, cache-hit rate and half-load latency (issue 3): about
 # 2 minutes; prints a table and writes bench/results/worker.json.
 bench-worker: build
-	@bench/worker_bench.py $(BIN)
+	@$(WORKER_BENCH)
 
 format:
 	@git ls-files '*.cc' '*.h' '*.cpp' | xargs clang-format -i
