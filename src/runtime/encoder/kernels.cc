@@ -1,9 +1,11 @@
 #include "runtime/encoder/kernels.h"
 
 // GCC 12 reports its own AVX-512 intrinsic headers (the `__Y = __Y` idiom of
-// _mm512_undefined_*) as maybe-uninitialized; clang does not.
+// _mm512_undefined_*) as maybe-uninitialized, or uninitialized once the unpacks and
+// shuffles are inlined into the attention transposes; clang does not.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 #include <omp.h>
@@ -249,7 +251,8 @@ void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) 
 // (one vector of 16 queries per key) come from K rows broadcast straight from qkv,
 // and P·V broadcasts P from Sᵀ against V rows. NV = head_dim / 16; kQ queries per
 // P·V register block; kK keys per score register block.
-// Scratch (64-byte aligned): Qᵀ [head_dim][16], Sᵀ [len][16], 1/sum [16].
+// Scratch (64-byte aligned): Qᵀ [head_dim][W], Sᵀ [len][W], 1/sum [W] for W = 16 or 32
+// queries per block.
 
 // Rows r[0..15] (16 floats each) to columns: r[c] = old column c, times `scale`.
 IM_AVX512 inline void Transpose16x16(__m512 r[16]) {
@@ -280,100 +283,137 @@ IM_AVX512 inline void Transpose16x16(__m512 r[16]) {
   for (int c = 0; c < 16; ++c) r[c] = t[c];
 }
 
-// qt[c][i] = scale · q[i][c] for the first nq rows of q (stride ld); later lanes
-// repeat row nq - 1 (finite, never stored).
+// qt[c][i] = scale · q[i][c] for the first nq rows of q (stride ld), Qᵀ rows `ldt`
+// apart; later lanes repeat row nq - 1 (finite, never stored).
 template <int NV>
-IM_AVX512 inline void TransposeQ(const float* q, int64_t ld, int64_t nq, __m512 scale, float* qt) {
+IM_AVX512 inline void TransposeQ(const float* q, int64_t ld, int64_t nq, __m512 scale, float* qt,
+                                 int ldt) {
   for (int v = 0; v < NV; ++v) {
     __m512 r[16];
-    const float* row = q + 16 * v;
-    for (int i = 0; i < 16; ++i) {
-      r[i] = _mm512_mul_ps(_mm512_loadu_ps(row), scale);
-      if (i + 1 < nq) row += ld;
+    if (nq == 16) {
+      for (int i = 0; i < 16; ++i) r[i] = _mm512_mul_ps(_mm512_loadu_ps(q + i * ld), scale);
+    } else {
+      for (int i = 0; i < 16; ++i) {
+        r[i] = _mm512_mul_ps(_mm512_loadu_ps(q + std::min<int64_t>(i, nq - 1) * ld), scale);
+      }
     }
     Transpose16x16(r);
-    for (int c = 0; c < 16; ++c) _mm512_store_ps(qt + (16 * v + c) * 16, r[c]);
+    for (int c = 0; c < 16; ++c) _mm512_store_ps(qt + (16 * v + c) * ldt, r[c]);
+    q += 16;
   }
 }
 
-// st[k] = Qᵀ-block · key k for kK keys starting at k (stride ld); mx = running max.
-template <int NV, int kK>
+// Scores of QB·16 queries (Qᵀ in qt, rows 16·QB apart) against kK keys starting at k
+// (stride ld) into st (rows 16·QB apart); mx = running column max.
+template <int NV, int kK, int QB>
 IM_AVX512 inline void ScoreBlock(const float* qt, const float* k, int64_t ld, float* st,
-                                 __m512& mx) {
-  __m512 acc[kK];
-  for (int r = 0; r < kK; ++r) acc[r] = _mm512_setzero_ps();
+                                 __m512* mx) {
+  __m512 acc[kK][QB];
+  for (int r = 0; r < kK; ++r) {
+    for (int b = 0; b < QB; ++b) acc[r][b] = _mm512_setzero_ps();
+  }
   for (int c0 = 0; c0 < NV * 16; c0 += 4) {
     for (int c = c0; c < c0 + 4; ++c) {
-      const __m512 qv = _mm512_load_ps(qt + 16 * c);
+      __m512 qv[QB];
+      for (int b = 0; b < QB; ++b) qv[b] = _mm512_load_ps(qt + (c * QB + b) * 16);
       for (int r = 0; r < kK; ++r) {
-        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(k[r * ld + c]), qv, acc[r]);
+        const __m512 kc = _mm512_set1_ps(k[r * ld + c]);
+        for (int b = 0; b < QB; ++b) acc[r][b] = _mm512_fmadd_ps(kc, qv[b], acc[r][b]);
       }
     }
   }
   for (int r = 0; r < kK; ++r) {
-    _mm512_store_ps(st + 16 * r, acc[r]);
-    mx = _mm512_max_ps(mx, acc[r]);
+    for (int b = 0; b < QB; ++b) {
+      _mm512_store_ps(st + (r * QB + b) * 16, acc[r][b]);
+      mx[b] = _mm512_max_ps(mx[b], acc[r][b]);
+    }
   }
 }
 
+// One block of nq <= 16·QB queries starting at row i0 of the task's sequence.
+template <int NV, int kQ, int kK, int QB>
+IM_AVX512 inline void QueryBlock(const AttentionParams& p, int64_t begin, int64_t len, int h,
+                                 int64_t i0, int64_t nq, float* scratch) {
+  constexpr int dh = NV * 16, W = 16 * QB;
+  const int64_t ld = p.ld_qkv;
+  const float* q0 = p.qkv + begin * ld + static_cast<int64_t>(h) * dh;
+  const float* k0 = q0 + p.hidden;
+  const float* v0 = q0 + 2 * p.hidden;
+  float* qt = scratch;
+  float* st = qt + dh * W;
+  float* inv = st + len * W;
+  // Locals, so that the output stores cannot alias them.
+  const int64_t hidden = p.hidden, o0 = (begin + i0) * hidden + static_cast<int64_t>(h) * dh;
+  float* const out = p.out16 ? nullptr : p.out + o0;
+  bf16* const out16 = p.out16 ? p.out16 + o0 : nullptr;
+  const __m512 scale = _mm512_set1_ps(p.scale);
+  for (int b = 0; b < QB; ++b) {
+    TransposeQ<NV>(q0 + (i0 + 16 * b) * ld, ld, std::min<int64_t>(16, nq - 16 * b), scale,
+                   qt + 16 * b, W);
+  }
+  // Scores and their column max.
+  __m512 mx[QB];
+  for (int b = 0; b < QB; ++b) mx[b] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + kK <= len; j += kK) ScoreBlock<NV, kK, QB>(qt, k0 + j * ld, ld, st + j * W, mx);
+  for (; j < len; ++j) ScoreBlock<NV, 1, QB>(qt, k0 + j * ld, ld, st + j * W, mx);
+  // Softmax numerators; the 1/sum is applied to the output.
+  for (int b = 0; b < QB; ++b) {
+    __m512 sum = _mm512_setzero_ps();
+    float* sb = st + 16 * b;
+    for (j = 0; j < len; ++j) {
+      const __m512 e = Exp512(_mm512_sub_ps(_mm512_load_ps(sb + j * W), mx[b]));
+      _mm512_store_ps(sb + j * W, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    _mm512_store_ps(inv + 16 * b, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
+  }
+  // P·V, kQ queries at a time.
+  for (int64_t qs = 0; qs < nq; qs += kQ) {
+    __m512 acc[kQ][NV];
+    for (int qi = 0; qi < kQ; ++qi) {
+      for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_setzero_ps();
+    }
+    const float* pc = st + qs;
+    for (j = 0; j < len; ++j) {
+      const float* vr = v0 + j * ld;
+      __m512 vv[NV];
+      for (int v = 0; v < NV; ++v) vv[v] = _mm512_loadu_ps(vr + 16 * v);
+      for (int qi = 0; qi < kQ; ++qi) {
+        const __m512 pj = _mm512_set1_ps(pc[j * W + qi]);
+        for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_fmadd_ps(pj, vv[v], acc[qi][v]);
+      }
+    }
+    for (int qi = 0; qi < kQ && qs + qi < nq; ++qi) {
+      const int64_t o = (qs + qi) * hidden;
+      const __m512 iv = _mm512_set1_ps(inv[qs + qi]);
+      for (int v = 0; v < NV; ++v) {
+        const __m512 r = _mm512_mul_ps(acc[qi][v], iv);
+        if (out16) {
+          _mm256_storeu_si256(reinterpret_cast<__m256i*>(out16 + o + 16 * v), ToBf16x16(r));
+        } else {
+          _mm512_storeu_ps(out + o + 16 * v, r);
+        }
+      }
+    }
+  }
+}
+
+// Blocks of 32 queries (each K broadcast feeds two FMAs), the last <= 16 as one of 16.
 template <int NV, int kQ, int kK>
 IM_AVX512 void AttentionTaskAvx512(const AttentionParams& p, const Task& t, float* scratch) {
   static_assert(16 % kQ == 0);
-  constexpr int dh = NV * 16;
   const int64_t begin = p.cu[t.b];
   const int64_t len = p.cu[t.b + 1] - begin;
-  const int64_t ld = p.ld_qkv;
-  const float* q0 = p.qkv + begin * ld + static_cast<int64_t>(t.h) * dh;
-  const float* k0 = q0 + p.hidden;
-  const float* v0 = q0 + 2 * p.hidden;
-  float* qt = AlignUp64(scratch);
-  float* st = qt + dh * 16;
-  float* inv = st + len * 16;
-  const __m512 scale = _mm512_set1_ps(p.scale);
-  for (int64_t i0 = 0; i0 < len; i0 += 16) {
-    const int64_t nq = std::min<int64_t>(16, len - i0);
-    TransposeQ<NV>(q0 + i0 * ld, ld, nq, scale, qt);
-    // Scores and their column max.
-    __m512 mx = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-    int64_t j = 0;
-    for (; j + kK <= len; j += kK) ScoreBlock<NV, kK>(qt, k0 + j * ld, ld, st + j * 16, mx);
-    for (; j < len; ++j) ScoreBlock<NV, 1>(qt, k0 + j * ld, ld, st + j * 16, mx);
-    // Softmax numerators; the 1/sum is applied to the output.
-    __m512 sum = _mm512_setzero_ps();
-    for (j = 0; j < len; ++j) {
-      const __m512 e = Exp512(_mm512_sub_ps(_mm512_load_ps(st + j * 16), mx));
-      _mm512_store_ps(st + j * 16, e);
-      sum = _mm512_add_ps(sum, e);
-    }
-    _mm512_store_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), sum));
-    // P·V, kQ queries at a time.
-    for (int64_t qs = 0; qs < nq; qs += kQ) {
-      __m512 acc[kQ][NV];
-      for (int qi = 0; qi < kQ; ++qi) {
-        for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_setzero_ps();
-      }
-      const float* pc = st + qs;
-      for (j = 0; j < len; ++j) {
-        const float* vr = v0 + j * ld;
-        __m512 vv[NV];
-        for (int v = 0; v < NV; ++v) vv[v] = _mm512_loadu_ps(vr + 16 * v);
-        for (int qi = 0; qi < kQ; ++qi) {
-          const __m512 pj = _mm512_set1_ps(pc[j * 16 + qi]);
-          for (int v = 0; v < NV; ++v) acc[qi][v] = _mm512_fmadd_ps(pj, vv[v], acc[qi][v]);
-        }
-      }
-      for (int qi = 0; qi < kQ && qs + qi < nq; ++qi) {
-        const int64_t o = (begin + i0 + qs + qi) * p.hidden + static_cast<int64_t>(t.h) * dh;
-        const __m512 iv = _mm512_set1_ps(inv[qs + qi]);
-        for (int v = 0; v < NV; ++v) {
-          const __m512 r = _mm512_mul_ps(acc[qi][v], iv);
-          if (p.out16) {
-            _mm256_storeu_si256(reinterpret_cast<__m256i*>(p.out16 + o + 16 * v), ToBf16x16(r));
-          } else {
-            _mm512_storeu_ps(p.out + o + 16 * v, r);
-          }
-        }
-      }
+  float* s = AlignUp64(scratch);
+  for (int64_t i0 = 0; i0 < len;) {
+    const int64_t nq = len - i0;
+    if (nq > 16) {
+      QueryBlock<NV, kQ, kK, 2>(p, begin, len, t.h, i0, std::min<int64_t>(nq, 32), s);
+      i0 += 32;
+    } else {
+      QueryBlock<NV, kQ, kK, 1>(p, begin, len, t.h, i0, nq, s);
+      i0 += 16;
     }
   }
 }
@@ -405,7 +445,7 @@ TaskFn PickTaskFn(int head_dim) {
 int64_t ScratchPerThread(int64_t max_len, int head_dim) {
   const int64_t len = std::max<int64_t>(max_len, 1);
   // The AVX-512 body's Qᵀ, Sᵀ and 1/sum plus 64-byte alignment; the portable one's row.
-  return std::max<int64_t>((head_dim + len + 1) * 16 + 16, len);
+  return std::max<int64_t>((head_dim + len + 1) * 32 + 16, len);
 }
 
 }  // namespace
