@@ -333,12 +333,11 @@ IM_AVX512 inline void ScoreBlock(const float* qt, const float* k, int64_t ld, fl
 // One block of nq <= 16·QB queries starting at row i0 of the task's sequence.
 template <int NV, int kQ, int kK, int QB>
 IM_AVX512 inline void QueryBlock(const AttentionParams& p, int64_t begin, int64_t len, int h,
-                                 int64_t i0, int64_t nq, float* scratch) {
+                                 int64_t i0, int64_t nq, const float* k0, const float* v0,
+                                 int64_t ldkv, float* scratch) {
   constexpr int dh = NV * 16, W = 16 * QB;
   const int64_t ld = p.ld_qkv;
   const float* q0 = p.qkv + begin * ld + static_cast<int64_t>(h) * dh;
-  const float* k0 = q0 + p.hidden;
-  const float* v0 = q0 + 2 * p.hidden;
   float* qt = scratch;
   float* st = qt + dh * W;
   float* inv = st + len * W;
@@ -355,8 +354,8 @@ IM_AVX512 inline void QueryBlock(const AttentionParams& p, int64_t begin, int64_
   __m512 mx[QB];
   for (int b = 0; b < QB; ++b) mx[b] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t j = 0;
-  for (; j + kK <= len; j += kK) ScoreBlock<NV, kK, QB>(qt, k0 + j * ld, ld, st + j * W, mx);
-  for (; j < len; ++j) ScoreBlock<NV, 1, QB>(qt, k0 + j * ld, ld, st + j * W, mx);
+  for (; j + kK <= len; j += kK) ScoreBlock<NV, kK, QB>(qt, k0 + j * ldkv, ldkv, st + j * W, mx);
+  for (; j < len; ++j) ScoreBlock<NV, 1, QB>(qt, k0 + j * ldkv, ldkv, st + j * W, mx);
   // Softmax numerators; the 1/sum is applied to the output.
   for (int b = 0; b < QB; ++b) {
     __m512 sum = _mm512_setzero_ps();
@@ -376,7 +375,7 @@ IM_AVX512 inline void QueryBlock(const AttentionParams& p, int64_t begin, int64_
     }
     const float* pc = st + qs;
     for (j = 0; j < len; ++j) {
-      const float* vr = v0 + j * ld;
+      const float* vr = v0 + j * ldkv;
       __m512 vv[NV];
       for (int v = 0; v < NV; ++v) vv[v] = _mm512_loadu_ps(vr + 16 * v);
       for (int qi = 0; qi < kQ; ++qi) {
@@ -399,20 +398,43 @@ IM_AVX512 inline void QueryBlock(const AttentionParams& p, int64_t begin, int64_
   }
 }
 
+// Sequences longer than this read K and V from packed copies.
+constexpr int64_t kPackLen = 32;
+
 // Blocks of 32 queries (each K broadcast feeds two FMAs), the last <= 16 as one of 16.
 template <int NV, int kQ, int kK>
 IM_AVX512 void AttentionTaskAvx512(const AttentionParams& p, const Task& t, float* scratch) {
   static_assert(16 % kQ == 0);
   const int64_t begin = p.cu[t.b];
   const int64_t len = p.cu[t.b + 1] - begin;
+  constexpr int dh = NV * 16;
   float* s = AlignUp64(scratch);
+  const float* k0 = p.qkv + begin * p.ld_qkv + p.hidden + static_cast<int64_t>(t.h) * dh;
+  const float* v0 = k0 + p.hidden;
+  int64_t ldkv = p.ld_qkv;
+  if (len > kPackLen) {
+    // K and V rows of one head sit ld_qkv·4 bytes apart (4.5 KiB for bge-small), so
+    // that a long sequence's rows share a few L1 sets and evict each other; packed
+    // copies (after Qᵀ, Sᵀ and 1/sum) stream instead.
+    float* kp = s + (dh + len + 1) * 32;
+    float* vp = kp + len * dh;
+    for (int64_t j = 0; j < len; ++j) {
+      for (int v = 0; v < NV; ++v) {
+        _mm512_store_ps(kp + j * dh + 16 * v, _mm512_loadu_ps(k0 + j * ldkv + 16 * v));
+        _mm512_store_ps(vp + j * dh + 16 * v, _mm512_loadu_ps(v0 + j * ldkv + 16 * v));
+      }
+    }
+    k0 = kp;
+    v0 = vp;
+    ldkv = dh;
+  }
   for (int64_t i0 = 0; i0 < len;) {
     const int64_t nq = len - i0;
     if (nq > 16) {
-      QueryBlock<NV, kQ, kK, 2>(p, begin, len, t.h, i0, std::min<int64_t>(nq, 32), s);
+      QueryBlock<NV, kQ, kK, 2>(p, begin, len, t.h, i0, std::min<int64_t>(nq, 32), k0, v0, ldkv, s);
       i0 += 32;
     } else {
-      QueryBlock<NV, kQ, kK, 1>(p, begin, len, t.h, i0, nq, s);
+      QueryBlock<NV, kQ, kK, 1>(p, begin, len, t.h, i0, nq, k0, v0, ldkv, s);
       i0 += 16;
     }
   }
@@ -444,8 +466,9 @@ TaskFn PickTaskFn(int head_dim) {
 
 int64_t ScratchPerThread(int64_t max_len, int head_dim) {
   const int64_t len = std::max<int64_t>(max_len, 1);
-  // The AVX-512 body's Qᵀ, Sᵀ and 1/sum plus 64-byte alignment; the portable one's row.
-  return std::max<int64_t>((head_dim + len + 1) * 32 + 16, len);
+  // The AVX-512 body's Qᵀ, Sᵀ, 1/sum, 64-byte alignment and packed K and V; the
+  // portable one's row.
+  return std::max<int64_t>((head_dim + len + 1) * 32 + 16 + 2 * len * head_dim, len);
 }
 
 }  // namespace
