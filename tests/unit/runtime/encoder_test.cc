@@ -142,8 +142,9 @@ class AttentionTest : public ::testing::TestWithParam<AttnCase> {};
 TEST_P(AttentionTest, MatchesReferenceOnPackedSequences) {
   const auto [heads, dh, threads] = GetParam();
   const int64_t hidden = int64_t(heads) * dh;
-  // Lengths around the 16-key and 4-query blocks, plus a single token.
-  const std::vector<int64_t> lens = {1, 15, 16, 17, 33, 5, 64};
+  // Lengths around the 16- and 32-query blocks, the 8-key blocks and the packed-K/V
+  // threshold (> 32), plus a single token.
+  const std::vector<int64_t> lens = {1, 15, 16, 17, 33, 5, 64, 32, 47};
   std::vector<int64_t> cu = {0};
   for (int64_t l : lens) cu.push_back(cu.back() + l);
   const int64_t tokens = cu.back();
