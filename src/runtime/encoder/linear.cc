@@ -36,6 +36,7 @@ struct LinearKind::Impl {
   mutable std::list<int64_t> lru;  // most recent first
   struct Entry {
     std::shared_ptr<dnnl::matmul> prim;
+    size_t scratchpad_bytes = 0;
     std::list<int64_t>::iterator pos;
   };
   mutable std::unordered_map<int64_t, Entry> cache;
@@ -84,6 +85,10 @@ Result<std::unique_ptr<LinearKind>> LinearKind::Create(const LinearSpec& spec) {
         break;
     }
     im.attr.set_post_ops(po);
+    // Our scratchpad, not the library's: with the library's, distinct primitives
+    // executed at once from different threads (two models, or two runs with different
+    // row counts) share one global buffer and corrupt each other's results.
+    im.attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (int8) im.attr.set_output_scales(2, {DNNL_RUNTIME_F32_VAL});
     im.bias_md = dnnl::memory::desc({1, spec.n}, dt::f32, tag::ab);
     dnnl::memory::desc any({spec.k, spec.n}, bf16 ? dt::bf16 : int8 ? dt::s8 : dt::f32, tag::any);
@@ -148,6 +153,7 @@ Status LinearKind::Run(const PackedWeight& w, int64_t rows, const void* x, void*
   if (rows <= 0) return OkStatus();
   Impl& im = *impl_;
   std::shared_ptr<dnnl::matmul> prim;
+  size_t scratchpad_bytes = 0;
   try {
     {
       std::lock_guard<std::mutex> lock(im.mu);
@@ -155,11 +161,13 @@ Status LinearKind::Run(const PackedWeight& w, int64_t rows, const void* x, void*
       if (it != im.cache.end()) {
         im.lru.splice(im.lru.begin(), im.lru, it->second.pos);
         prim = it->second.prim;
+        scratchpad_bytes = it->second.scratchpad_bytes;
       } else {
         auto pd = im.Describe(rows, spec_.k, spec_.n, im.weights_md);
         prim = std::make_shared<dnnl::matmul>(pd);
+        scratchpad_bytes = pd.scratchpad_desc().get_size();
         im.lru.push_front(rows);
-        im.cache[rows] = {prim, im.lru.begin()};
+        im.cache[rows] = {prim, scratchpad_bytes, im.lru.begin()};
         if (im.cache.size() > kMaxCachedPrimitives) {
           im.cache.erase(im.lru.back());
           im.lru.pop_back();
@@ -172,19 +180,26 @@ Status LinearKind::Run(const PackedWeight& w, int64_t rows, const void* x, void*
     dnnl::memory wt(im.weights_md, Engine(), w.weights.get());
     dnnl::memory bias(im.bias_md, Engine(), w.bias.get());
     dnnl::memory dst(dst_md, Engine(), y);
-    // One stream per calling thread (CPU streams execute synchronously).
+    // One stream and one scratchpad per calling thread (CPU streams execute
+    // synchronously, so the scratchpad is free again when execute returns).
     static thread_local dnnl::stream s(Engine());
+    static thread_local std::vector<uint8_t> scratch;
+    if (scratch.size() < scratchpad_bytes) scratch.resize(scratchpad_bytes);
+    dnnl::memory pad(dnnl::memory::desc({static_cast<int64_t>(scratchpad_bytes)}, dt::u8, tag::a),
+                     Engine(), scratch.data());
     if (im.int8) {
       dnnl::memory scales(dnnl::memory::desc({spec_.n}, dt::f32, tag::a), Engine(), w.scales.get());
       prim->execute(s, {{DNNL_ARG_SRC, src},
                         {DNNL_ARG_WEIGHTS, wt},
                         {DNNL_ARG_DST, dst},
+                        {DNNL_ARG_SCRATCHPAD, pad},
                         {DNNL_ARG_ATTR_OUTPUT_SCALES, scales}});
     } else {
       prim->execute(s, {{DNNL_ARG_SRC, src},
                         {DNNL_ARG_WEIGHTS, wt},
                         {DNNL_ARG_BIAS, bias},
-                        {DNNL_ARG_DST, dst}});
+                        {DNNL_ARG_DST, dst},
+                        {DNNL_ARG_SCRATCHPAD, pad}});
     }
     s.wait();
   } catch (const dnnl::error& e) {
