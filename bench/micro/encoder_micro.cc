@@ -132,7 +132,7 @@ void BM_LayerNorm(benchmark::State& state) {
 BENCHMARK(BM_LayerNorm)->Arg(0)->Arg(1)->UseRealTime();
 
 // The whole encoder, 12 layers at bge-small shapes on random weights. Args: mixed
-// lengths, bf16, threads.
+// lengths, precision (0 fp32, 1 bf16, 2 int8), threads.
 void BM_Encoder(benchmark::State& state) {
   EncoderWeights w;
   w.hidden = kHidden;
@@ -166,7 +166,9 @@ void BM_Encoder(benchmark::State& state) {
   }
   FusedEncoderOptions o;
   o.heads = kHeads;
-  o.precision = state.range(1) ? Precision::kBf16 : Precision::kFp32;
+  o.precision = state.range(1) == 2   ? Precision::kInt8
+                : state.range(1) == 1 ? Precision::kBf16
+                                      : Precision::kFp32;
   o.threads = static_cast<int>(state.range(2));
   auto enc = FusedEncoder::Create(w, o);
   if (!enc.ok()) {
@@ -190,7 +192,7 @@ void BM_Encoder(benchmark::State& state) {
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_Encoder)
-    ->ArgsProduct({{0, 1}, {0, 1}, {2}})
+    ->ArgsProduct({{0, 1}, {0, 1, 2}, {2}})
     ->UseRealTime()
     ->Unit(benchmark::kMillisecond);
 
