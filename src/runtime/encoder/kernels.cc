@@ -140,8 +140,8 @@ IM_AVX512 inline void NormalizeRowAvx512(float* x, int64_t n, const LayerNormPar
   }
 }
 
-IM_AVX512 void LayerNormAvx512(float* x, int64_t rows, int64_t n, const LayerNormParams& ln,
-                               bf16* y16, int threads) {
+void LayerNormAvx512(float* x, int64_t rows, int64_t n, const LayerNormParams& ln, bf16* y16,
+                     int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
   for (int64_t r = 0; r < rows; ++r) {
     NormalizeRowAvx512(x + r * n, n, ln, y16 ? y16 + r * n : nullptr);
@@ -151,22 +151,31 @@ void LayerNormBase(float* x, int64_t rows, int64_t n, const LayerNormParams& ln,
                    int threads) {
   LayerNormBody(x, rows, n, ln, y16, threads);
 }
-IM_AVX512 void EmbedAvx512(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
-                           const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x,
-                           bf16* y16, int threads) {
+IM_AVX512 void EmbedRowAvx512(const EmbeddingTables& t, int64_t id, int64_t pos, int64_t type,
+                              const LayerNormParams& ln, float* xr, bf16* y16) {
+  const int64_t n = t.n;
+  const float* w = t.word + id * n;
+  const float* p = t.position + pos * n;
+  const float* ty = t.type ? t.type + type * n : nullptr;
+  for (int64_t i = 0; i < n; i += 16) {
+    __m512 v = _mm512_add_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(p + i));
+    if (ty) v = _mm512_add_ps(v, _mm512_loadu_ps(ty + i));
+    _mm512_storeu_ps(xr + i, v);
+  }
+  NormalizeRowAvx512(xr, n, ln, y16);
+}
+
+// The parallel loops call the AVX-512 row functions rather than containing
+// intrinsics: clang outlines an OpenMP region into a function without the
+// enclosing function's target attribute.
+void EmbedAvx512(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,
+                 const int64_t* types, int64_t rows, const LayerNormParams& ln, float* x, bf16* y16,
+                 int threads) {
   const int64_t n = t.n;
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    float* xr = x + r * n;
-    const float* w = t.word + ids[r] * n;
-    const float* p = t.position + pos[r] * n;
-    const float* ty = t.type ? t.type + (types ? types[r] : 0) * n : nullptr;
-    for (int64_t i = 0; i < n; i += 16) {
-      __m512 v = _mm512_add_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(p + i));
-      if (ty) v = _mm512_add_ps(v, _mm512_loadu_ps(ty + i));
-      _mm512_storeu_ps(xr + i, v);
-    }
-    NormalizeRowAvx512(xr, n, ln, y16 ? y16 + r * n : nullptr);
+    EmbedRowAvx512(t, ids[r], pos[r], types ? types[r] : 0, ln, x + r * n,
+                   y16 ? y16 + r * n : nullptr);
   }
 }
 void EmbedBase(const EmbeddingTables& t, const int64_t* ids, const int64_t* pos,

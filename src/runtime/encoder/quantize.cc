@@ -4,6 +4,7 @@
 // kernels.cc).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #endif
 #include <immintrin.h>
 
@@ -87,66 +88,75 @@ IM_AVX512 void QuantizeRowsAvx512(const float* x, int64_t rows, int64_t n, int8_
   for (int64_t r = 0; r < rows; ++r) QuantizeRow(x + r * n, n, q + r * n, scales + r);
 }
 
-IM_AVX512 void ScaleBiasRowsAvx512(float* y, int64_t rows, int64_t n, const float* row_scale,
-                                   const float* bias, int threads) {
-#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    float* yr = y + r * n;
-    const __m512 s = _mm512_set1_ps(row_scale[r]);
-    for (int64_t i = 0; i < n; i += 16) {
-      _mm512_storeu_ps(yr + i,
-                       _mm512_fmadd_ps(_mm512_loadu_ps(yr + i), s, _mm512_loadu_ps(bias + i)));
-    }
+IM_AVX512 void ScaleBiasRow(float* yr, int64_t n, float row_scale, const float* bias) {
+  const __m512 s = _mm512_set1_ps(row_scale);
+  for (int64_t i = 0; i < n; i += 16) {
+    _mm512_storeu_ps(yr + i,
+                     _mm512_fmadd_ps(_mm512_loadu_ps(yr + i), s, _mm512_loadu_ps(bias + i)));
   }
 }
 
-IM_AVX512 void ScaleBiasGeluQuantizeRowsAvx512(float* y, int64_t rows, int64_t n,
-                                               const float* row_scale, const float* bias,
-                                               bool tanh_form, int8_t* q, float* q_scales,
-                                               int threads) {
+void ScaleBiasRowsAvx512(float* y, int64_t rows, int64_t n, const float* row_scale,
+                         const float* bias, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
+  for (int64_t r = 0; r < rows; ++r) ScaleBiasRow(y + r * n, n, row_scale[r], bias);
+}
+
+IM_AVX512 void ScaleBiasGeluQuantizeRow(float* yr, int64_t n, float row_scale, const float* bias,
+                                        bool tanh_form, int8_t* q, float* q_scale) {
+  const __m512 s = _mm512_set1_ps(row_scale);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(yr + i), s, _mm512_loadu_ps(bias + i));
+    _mm512_storeu_ps(yr + i, Gelu512(v, tanh_form));
+  }
+  QuantizeRow(yr, n, q, q_scale);
+}
+
+void ScaleBiasGeluQuantizeRowsAvx512(float* y, int64_t rows, int64_t n, const float* row_scale,
+                                     const float* bias, bool tanh_form, int8_t* q, float* q_scales,
+                                     int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    float* yr = y + r * n;
-    const __m512 s = _mm512_set1_ps(row_scale[r]);
-    for (int64_t i = 0; i < n; i += 16) {
-      const __m512 v = _mm512_fmadd_ps(_mm512_loadu_ps(yr + i), s, _mm512_loadu_ps(bias + i));
-      _mm512_storeu_ps(yr + i, Gelu512(v, tanh_form));
-    }
-    QuantizeRow(yr, n, q + r * n, q_scales + r);
+    ScaleBiasGeluQuantizeRow(y + r * n, n, row_scale[r], bias, tanh_form, q + r * n, q_scales + r);
   }
 }
 
-IM_AVX512 void ResidualLayerNormQuantizeRowsAvx512(float* x, const float* y, int64_t rows,
-                                                   int64_t n, const float* row_scale,
-                                                   const float* bias, const LayerNormParams& ln,
-                                                   int8_t* q, float* q_scales, int threads) {
+IM_AVX512 void ResidualLayerNormQuantizeRow(float* xr, const float* yr, int64_t n, float row_scale,
+                                            const float* bias, const LayerNormParams& ln, int8_t* q,
+                                            float* q_scale) {
+  const __m512 s = _mm512_set1_ps(row_scale);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 v =
+        _mm512_add_ps(_mm512_loadu_ps(xr + i),
+                      _mm512_fmadd_ps(_mm512_loadu_ps(yr + i), s, _mm512_loadu_ps(bias + i)));
+    _mm512_storeu_ps(xr + i, v);
+    sum = _mm512_add_ps(sum, v);
+  }
+  const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / static_cast<float>(n));
+  __m512 sq = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + i), mean);
+    sq = _mm512_fmadd_ps(d, d, sq);
+  }
+  const float var = _mm512_reduce_add_ps(sq) / static_cast<float>(n);
+  const __m512 rstd = _mm512_set1_ps(1.0f / std::sqrt(var + ln.eps));
+  for (int64_t i = 0; i < n; i += 16) {
+    const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), mean), rstd);
+    _mm512_storeu_ps(
+        xr + i, _mm512_fmadd_ps(v, _mm512_loadu_ps(ln.gamma + i), _mm512_loadu_ps(ln.beta + i)));
+  }
+  QuantizeRow(xr, n, q, q_scale);
+}
+
+void ResidualLayerNormQuantizeRowsAvx512(float* x, const float* y, int64_t rows, int64_t n,
+                                         const float* row_scale, const float* bias,
+                                         const LayerNormParams& ln, int8_t* q, float* q_scales,
+                                         int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static) if (rows * n > 65536)
   for (int64_t r = 0; r < rows; ++r) {
-    float* xr = x + r * n;
-    const float* yr = y + r * n;
-    const __m512 s = _mm512_set1_ps(row_scale[r]);
-    __m512 sum = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-      const __m512 v =
-          _mm512_add_ps(_mm512_loadu_ps(xr + i),
-                        _mm512_fmadd_ps(_mm512_loadu_ps(yr + i), s, _mm512_loadu_ps(bias + i)));
-      _mm512_storeu_ps(xr + i, v);
-      sum = _mm512_add_ps(sum, v);
-    }
-    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / static_cast<float>(n));
-    __m512 sq = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n; i += 16) {
-      const __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xr + i), mean);
-      sq = _mm512_fmadd_ps(d, d, sq);
-    }
-    const float var = _mm512_reduce_add_ps(sq) / static_cast<float>(n);
-    const __m512 rstd = _mm512_set1_ps(1.0f / std::sqrt(var + ln.eps));
-    for (int64_t i = 0; i < n; i += 16) {
-      const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + i), mean), rstd);
-      _mm512_storeu_ps(
-          xr + i, _mm512_fmadd_ps(v, _mm512_loadu_ps(ln.gamma + i), _mm512_loadu_ps(ln.beta + i)));
-    }
-    QuantizeRow(xr, n, q + r * n, q_scales + r);
+    ResidualLayerNormQuantizeRow(x + r * n, y + r * n, n, row_scale[r], bias, ln, q + r * n,
+                                 q_scales + r);
   }
 }
 
