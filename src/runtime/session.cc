@@ -141,6 +141,43 @@ std::string NodeLabel(const onnx::NodeProto& node, int index) {
   return node.name().empty() ? node.op_type() + "#" + std::to_string(index) : node.name();
 }
 
+// libonnx 1.12's Conv-family shape inference indexes its per-axis vectors by the
+// weight's rank and crashes when the weight has more dimensions than the input. Where
+// both ranks are declared (graph inputs, initializers, value_info) we say so first.
+Status CheckConvRanks(const onnx::GraphProto& graph) {
+  std::unordered_map<std::string, int> ranks;
+  auto declare = [&](const onnx::ValueInfoProto& v) {
+    if (v.type().has_tensor_type() && v.type().tensor_type().has_shape()) {
+      ranks[v.name()] = v.type().tensor_type().shape().dim_size();
+    }
+  };
+  for (const auto& v : graph.input()) declare(v);
+  for (const auto& v : graph.value_info()) declare(v);
+  for (const auto& t : graph.initializer()) ranks[t.name()] = t.dims_size();
+  for (const auto& n : graph.node()) {
+    // (input, weight) positions of the operators that share convPoolShapeInference.
+    int x = -1, w = -1;
+    if (n.op_type() == "Conv" || n.op_type() == "ConvInteger" || n.op_type() == "ConvTranspose") {
+      x = 0;
+      w = 1;
+    } else if (n.op_type() == "QLinearConv") {
+      x = 0;
+      w = 3;
+    }
+    if (x < 0 || n.input_size() <= w) continue;
+    auto xr = ranks.find(n.input(x));
+    auto wr = ranks.find(n.input(w));
+    if (xr == ranks.end() || wr == ranks.end()) continue;
+    if (xr->second != wr->second || xr->second < 3) {
+      return InvalidArgument("node '" + n.name() + "' (" + n.op_type() + "): input has rank " +
+                             std::to_string(xr->second) + " and weight rank " +
+                             std::to_string(wr->second) +
+                             "; both must be the same, at least 3 ([N, C, spatial...])");
+    }
+  }
+  return OkStatus();
+}
+
 }  // namespace
 
 Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
@@ -272,6 +309,7 @@ Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
   // records symbolic shapes (batch, sequence) for every value. It runs only after
   // every kernel factory has validated its node's attributes: libonnx 1.12 divides
   // by a zero Conv stride, for one, where our factory has already said no.
+  IM_RETURN_IF_ERROR(CheckConvRanks(graph));
   try {
     onnx::shape_inference::InferShapes(model, onnx::OpSchemaRegistry::Instance(),
                                        onnx::ShapeInferenceOptions(/*check_type=*/true,

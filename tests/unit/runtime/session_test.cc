@@ -197,6 +197,20 @@ TEST(SessionTest, FuzzRegressionConvWithZeroStride) {
   EXPECT_NE(r.status().message().find("Conv"), std::string::npos) << r.status().ToString();
 }
 
+TEST(SessionTest, FuzzRegressionConvWeightRankDiffersFromInput) {
+  // Found by onnx_loader_fuzz: X declared [1,1,7], W [1,1,3,3]; libonnx's Conv shape
+  // inference reads past its per-axis vectors and crashes.
+  std::ifstream f(std::string(INFERMESH_SOURCE_DIR) +
+                      "/tests/fuzz/corpus/onnx_loader/regression-conv-rank-mismatch.onnx",
+                  std::ios::binary);
+  ASSERT_TRUE(f);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto r = Session::LoadFromBytes(bytes, "");
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status().message().find("rank"), std::string::npos) << r.status().ToString();
+}
+
 TEST(SessionTest, OpsetOutOfRangeIsRejected) {
   auto m = AddReluModel();
   m.mutable_opset_import(0)->set_version(99);
