@@ -202,8 +202,13 @@ EmbeddingModel::~EmbeddingModel() = default;
 namespace {
 
 Result<std::unique_ptr<onnx::ModelProto>> ParseModelFile(const std::string& path) {
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec) return NotFound("cannot stat '" + path + "': " + ec.message());
   std::ifstream f(path, std::ios::binary);
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::string bytes(size, '\0');
+  f.read(bytes.data(), static_cast<std::streamsize>(size));
+  if (!f) return DataLoss("short read from '" + path + "'");
   auto model = std::make_unique<onnx::ModelProto>();
   google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 static_cast<int>(bytes.size()));
