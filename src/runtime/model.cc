@@ -1,6 +1,5 @@
 #include "runtime/model.h"
 
-#include <google/protobuf/io/coded_stream.h>
 #include <onnx/onnx_pb.h>
 
 #include <boost/json.hpp>
@@ -137,7 +136,14 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
     }
   }
 
-  IM_ASSIGN_OR_RETURN(model->session_, Session::Load(onnx_path.string(), options));
+  // The file is read and parsed once: the session is built from the parsed model, and
+  // the fused encoder (below) reads its weights from the same one.
+  IM_ASSIGN_OR_RETURN(auto proto, Session::ReadModel(onnx_path.string(), options));
+  {
+    auto session = Session::LoadFromProto(*proto, onnx_path.parent_path().string(), options);
+    if (!session.ok()) return session.status().WithContext(onnx_path.string());
+    model->session_ = std::move(session).value();
+  }
   bool has_ids = false;
   for (const auto& in : model->session_->inputs()) {
     if (in.name == "input_ids") {
@@ -184,7 +190,9 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
     }
   }
   if (opts.fused_encoder) {
-    Status st = model->TryFusedEncoder(onnx_path.string(), opts, heads_hint, roberta_positions);
+    Status st = model->TryFusedEncoder(*proto, onnx_path.parent_path().string(), opts, heads_hint,
+                                       roberta_positions);
+    proto.reset();
     if (!st.ok()) {
       log::Info("fused encoder not used; running the ONNX graph",
                 {{"model", dir}, {"reason", st.ToString()}});
@@ -200,22 +208,6 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
 EmbeddingModel::~EmbeddingModel() = default;
 
 namespace {
-
-Result<std::unique_ptr<onnx::ModelProto>> ParseModelFile(const std::string& path) {
-  std::error_code ec;
-  const auto size = fs::file_size(path, ec);
-  if (ec) return NotFound("cannot stat '" + path + "': " + ec.message());
-  std::ifstream f(path, std::ios::binary);
-  std::string bytes(size, '\0');
-  f.read(bytes.data(), static_cast<std::streamsize>(size));
-  if (!f) return DataLoss("short read from '" + path + "'");
-  auto model = std::make_unique<onnx::ModelProto>();
-  google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                                static_cast<int>(bytes.size()));
-  stream.SetTotalBytesLimit(INT32_MAX);
-  if (!model->ParseFromCodedStream(&stream)) return InvalidArgument("protobuf parse failed");
-  return model;
-}
 
 // Largest difference between the fused encoder and the graph on real tokens, relative
 // to the graph's largest magnitude.
@@ -245,16 +237,14 @@ Result<double> CompareWithGraph(const encoder::FusedEncoder& enc, const Tensor& 
 
 }  // namespace
 
-Status EmbeddingModel::TryFusedEncoder(const std::string& onnx_path, const SessionOptions& options,
-                                       int heads_hint, bool roberta_positions) {
+Status EmbeddingModel::TryFusedEncoder(const onnx::ModelProto& proto, const std::string& base_dir,
+                                       const SessionOptions& options, int heads_hint,
+                                       bool roberta_positions) {
   if (session_->outputs().at(0).shape.size() != 3) {
     return Unimplemented("the first output is not [batch, sequence, hidden]");
   }
   if (wants_position_ids_) return Unimplemented("the model takes position_ids");
-  IM_ASSIGN_OR_RETURN(auto proto, ParseModelFile(onnx_path));
-  IM_ASSIGN_OR_RETURN(encoder::EncoderWeights w,
-                      encoder::ExtractEncoderWeights(*proto, fs::path(onnx_path).parent_path()));
-  proto.reset();
+  IM_ASSIGN_OR_RETURN(encoder::EncoderWeights w, encoder::ExtractEncoderWeights(proto, base_dir));
   if (!w.type.empty() && !wants_token_type_ids_) {
     return Unimplemented("a token-type table without a token_type_ids input");
   }

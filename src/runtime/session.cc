@@ -435,19 +435,30 @@ Result<std::vector<Tensor>> GraphSession::Run(
   return outputs;
 }
 
-Result<std::unique_ptr<Session>> Session::LoadFromBytes(std::string_view bytes,
-                                                        const std::string& base_dir,
-                                                        const SessionOptions& options) {
-  onnx::ModelProto model;
+Result<std::unique_ptr<onnx::ModelProto>> Session::ParseModel(std::string_view bytes) {
+  auto model = std::make_unique<onnx::ModelProto>();
   google::protobuf::io::CodedInputStream stream(reinterpret_cast<const uint8_t*>(bytes.data()),
                                                 static_cast<int>(bytes.size()));
   stream.SetTotalBytesLimit(INT32_MAX);
-  if (bytes.empty() || !model.ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
+  if (bytes.empty() || !model->ParseFromCodedStream(&stream) || !stream.ConsumedEntireMessage()) {
     return InvalidArgument("not a valid ONNX model (protobuf parse failed)");
   }
+  return model;
+}
+
+Result<std::unique_ptr<Session>> Session::LoadFromProto(onnx::ModelProto& model,
+                                                        const std::string& base_dir,
+                                                        const SessionOptions& options) {
   auto session = std::make_unique<GraphSession>();
   IM_RETURN_IF_ERROR(session->Build(model, base_dir, options));
   return std::unique_ptr<Session>(std::move(session));
+}
+
+Result<std::unique_ptr<Session>> Session::LoadFromBytes(std::string_view bytes,
+                                                        const std::string& base_dir,
+                                                        const SessionOptions& options) {
+  IM_ASSIGN_OR_RETURN(auto model, ParseModel(bytes));
+  return LoadFromProto(*model, base_dir, options);
 }
 
 std::string_view PrecisionName(Precision p) {
@@ -488,8 +499,8 @@ Status ReadRuntimeConfig(const Config& config, SessionOptions* options) {
   return OkStatus();
 }
 
-Result<std::unique_ptr<Session>> Session::Load(const std::string& path,
-                                               const SessionOptions& options) {
+Result<std::unique_ptr<onnx::ModelProto>> Session::ReadModel(const std::string& path,
+                                                             const SessionOptions& options) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) {
     return NotFound("model file '" + path + "' does not exist");
@@ -507,8 +518,15 @@ Result<std::unique_ptr<Session>> Session::Load(const std::string& path,
   std::string bytes(size, '\0');
   f.read(bytes.data(), static_cast<std::streamsize>(size));
   if (!f) return DataLoss("short read from '" + path + "'");
-  auto dir = std::filesystem::path(path).parent_path().string();
-  auto s = LoadFromBytes(bytes, dir, options);
+  auto model = ParseModel(bytes);
+  if (!model.ok()) return model.status().WithContext(path);
+  return model;
+}
+
+Result<std::unique_ptr<Session>> Session::Load(const std::string& path,
+                                               const SessionOptions& options) {
+  IM_ASSIGN_OR_RETURN(auto model, ReadModel(path, options));
+  auto s = LoadFromProto(*model, std::filesystem::path(path).parent_path().string(), options);
   if (!s.ok()) return s.status().WithContext(path);
   return s;
 }

@@ -25,6 +25,9 @@
 namespace infermesh {
 class Config;
 }
+namespace onnx {
+class ModelProto;
+}
 
 namespace infermesh::runtime {
 
@@ -74,6 +77,16 @@ class Session {
                                                const SessionOptions& options = {});
   // base_dir resolves external-data files.
   static Result<std::unique_ptr<Session>> LoadFromBytes(std::string_view bytes,
+                                                        const std::string& base_dir,
+                                                        const SessionOptions& options = {});
+
+  // The steps of Load, for callers that also read the graph themselves (the fused
+  // encoder): read and parse a file (checked against max_model_bytes), and build a
+  // session from a parsed model, whose value_info ONNX shape inference fills in.
+  static Result<std::unique_ptr<onnx::ModelProto>> ReadModel(const std::string& path,
+                                                             const SessionOptions& options = {});
+  static Result<std::unique_ptr<onnx::ModelProto>> ParseModel(std::string_view bytes);
+  static Result<std::unique_ptr<Session>> LoadFromProto(onnx::ModelProto& model,
                                                         const std::string& base_dir,
                                                         const SessionOptions& options = {});
 
