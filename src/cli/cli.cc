@@ -25,12 +25,9 @@ Result<Config> LoadConfig() {
 
 Result<int> IntraOpThreads(const Config& config, int flag) {
   if (flag >= 0) return flag;
-  IM_ASSIGN_OR_RETURN(int64_t threads, config.GetInt("runtime.intra_op_threads"));
-  if (threads < 0 || threads > 1024) {
-    return InvalidArgument("runtime.intra_op_threads must be 0..1024, got " +
-                           std::to_string(threads));
-  }
-  return static_cast<int>(threads);
+  runtime::SessionOptions so;
+  IM_RETURN_IF_ERROR(runtime::ReadRuntimeConfig(config, &so));
+  return so.intra_op_threads;
 }
 
 int Main(int argc, char** argv) {
@@ -57,7 +54,7 @@ Result<runtime::SessionOptions> RuntimeOptions(int threads_flag) {
   IM_ASSIGN_OR_RETURN(Config config, LoadConfig());
   runtime::SessionOptions so;
   IM_RETURN_IF_ERROR(runtime::ReadRuntimeConfig(config, &so));
-  IM_ASSIGN_OR_RETURN(so.intra_op_threads, IntraOpThreads(config, threads_flag));
+  if (threads_flag >= 0) so.intra_op_threads = threads_flag;
   return so;
 }
 

@@ -94,10 +94,9 @@ Result<WorkerOptions> WorkerOptionsFromConfig(const Config& c) {
   o.io_threads = static_cast<int>(io);
   IM_ASSIGN_OR_RETURN(int64_t tok, positive("worker.tokenize_threads", 1, 256));
   o.tokenize_threads = static_cast<int>(tok);
-  IM_ASSIGN_OR_RETURN(int64_t intra, positive("runtime.intra_op_threads", 0, 1024));
-  o.intra_op_threads = static_cast<int>(intra);
   runtime::SessionOptions so;
   IM_RETURN_IF_ERROR(runtime::ReadRuntimeConfig(c, &so));
+  o.intra_op_threads = so.intra_op_threads;
   o.max_model_bytes = so.max_model_bytes;
   o.precision = so.precision;
   o.fused_encoder = so.fused_encoder;

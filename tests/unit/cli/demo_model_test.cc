@@ -12,7 +12,9 @@
 #include <map>
 #include <sstream>
 
+#include "core/config.h"
 #include "core/hash.h"
+#include "runtime/encoder/quantize.h"
 #include "runtime/model.h"
 #include "runtime/session.h"
 
@@ -246,6 +248,75 @@ TEST_F(DemoModelTest, RefusesForeignFoldersAndBadShapes) {
   bad.vocab_path = (TempRoot() / "missing.json").string();
   EXPECT_FALSE(WriteDemoModels(bad).ok());
   EXPECT_FALSE(fs::exists(bad.out_dir));
+}
+
+}  // namespace
+}  // namespace infermesh::cli
+
+namespace infermesh::cli {
+namespace {
+
+// The demo encoder is BERT-shaped, so it takes the fused encoder path; its directory's
+// infermesh.json chooses the precision, runtime.precision overrides it, and bad values
+// are refused naming the file or key.
+TEST_F(DemoModelTest, PrecisionComesFromInfermeshJsonOrConfig) {
+  EXPECT_NE(model_->fused_encoder(), nullptr);
+  EXPECT_EQ(model_->precision(), runtime::Precision::kFp32);
+
+  ASSERT_TRUE(WriteDemoModels(Tiny("precision")).ok());
+  const fs::path dir = TempRoot() / "precision" / kDemoEncoderDir;
+  auto write = [&](const std::string& json) { std::ofstream(dir / "infermesh.json") << json; };
+  if (runtime::encoder::CpuHasAvx512Vnni()) {
+    write(R"({"precision": "int8"})");
+    auto m = runtime::EmbeddingModel::Load(dir.string());
+    ASSERT_TRUE(m.ok()) << m.status().ToString();
+    EXPECT_EQ((*m)->precision(), runtime::Precision::kInt8);
+    // The caller's choice (runtime.precision) wins over the file.
+    runtime::SessionOptions so;
+    so.precision = runtime::Precision::kFp32;
+    auto f = runtime::EmbeddingModel::Load(dir.string(), so);
+    ASSERT_TRUE(f.ok());
+    EXPECT_EQ((*f)->precision(), runtime::Precision::kFp32);
+  }
+  write(R"({"precision": "fp64"})");
+  auto bad = runtime::EmbeddingModel::Load(dir.string());
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("infermesh.json"), std::string::npos);
+  EXPECT_NE(bad.status().message().find("fp64"), std::string::npos);
+  write(R"({"precision": 8})");
+  EXPECT_EQ(runtime::EmbeddingModel::Load(dir.string()).status().code(),
+            StatusCode::kInvalidArgument);
+  write("not json");
+  EXPECT_FALSE(runtime::EmbeddingModel::Load(dir.string()).ok());
+
+  // runtime.fused_encoder=false runs the graph.
+  fs::remove(dir / "infermesh.json");
+  runtime::SessionOptions graph;
+  graph.fused_encoder = false;
+  auto g = runtime::EmbeddingModel::Load(dir.string(), graph);
+  ASSERT_TRUE(g.ok());
+  EXPECT_EQ(g.value()->fused_encoder(), nullptr);
+}
+
+TEST(RuntimeConfigTest, ReadsPrecisionAndFusedEncoder) {
+  Config c(DeclaredConfigKeys());
+  runtime::SessionOptions so;
+  ASSERT_TRUE(runtime::ReadRuntimeConfig(c, &so).ok());
+  EXPECT_FALSE(so.precision.has_value());
+  EXPECT_TRUE(so.fused_encoder);
+  ASSERT_TRUE(c.SetFromFlag("runtime.precision=bf16").ok());
+  ASSERT_TRUE(c.SetFromFlag("runtime.fused_encoder=false").ok());
+  ASSERT_TRUE(runtime::ReadRuntimeConfig(c, &so).ok());
+  EXPECT_EQ(so.precision, runtime::Precision::kBf16);
+  EXPECT_FALSE(so.fused_encoder);
+  ASSERT_TRUE(c.SetFromFlag("runtime.precision=int4").ok());
+  Status st = runtime::ReadRuntimeConfig(c, &so);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("runtime.precision"), std::string::npos) << st.ToString();
+  ASSERT_TRUE(c.SetFromFlag("runtime.precision=").ok());
+  ASSERT_TRUE(c.SetFromFlag("runtime.intra_op_threads=2000").ok());
+  EXPECT_EQ(runtime::ReadRuntimeConfig(c, &so).code(), StatusCode::kInvalidArgument);
 }
 
 }  // namespace

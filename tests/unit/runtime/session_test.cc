@@ -185,14 +185,18 @@ TEST(SessionTest, AbsurdInitializerDimensionsAreRejected) {
   EXPECT_EQ(short_data.status().code(), StatusCode::kDataLoss);
 }
 
+// Loads a regression seed of the onnx_loader fuzzer.
+Result<std::unique_ptr<Session>> LoadFuzzSeed(const std::string& name) {
+  std::ifstream f(std::string(INFERMESH_SOURCE_DIR) + "/tests/fuzz/corpus/onnx_loader/" + name,
+                  std::ios::binary);
+  if (!f) return NotFound("missing fuzz seed " + name);
+  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  return Session::LoadFromBytes(bytes, "");
+}
+
 TEST(SessionTest, FuzzRegressionConvWithZeroStride) {
   // Found by onnx_loader_fuzz: libonnx's shape inference divides by the stride.
-  std::ifstream f(std::string(INFERMESH_SOURCE_DIR) +
-                      "/tests/fuzz/corpus/onnx_loader/regression-conv-zero-stride.onnx",
-                  std::ios::binary);
-  ASSERT_TRUE(f);
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto r = Session::LoadFromBytes(bytes, "");
+  auto r = LoadFuzzSeed("regression-conv-zero-stride.onnx");
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("Conv"), std::string::npos) << r.status().ToString();
 }
@@ -200,12 +204,7 @@ TEST(SessionTest, FuzzRegressionConvWithZeroStride) {
 TEST(SessionTest, FuzzRegressionConvWeightRankDiffersFromInput) {
   // Found by onnx_loader_fuzz: X declared [1,1,7], W [1,1,3,3]; libonnx's Conv shape
   // inference reads past its per-axis vectors and crashes.
-  std::ifstream f(std::string(INFERMESH_SOURCE_DIR) +
-                      "/tests/fuzz/corpus/onnx_loader/regression-conv-rank-mismatch.onnx",
-                  std::ios::binary);
-  ASSERT_TRUE(f);
-  std::string bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  auto r = Session::LoadFromBytes(bytes, "");
+  auto r = LoadFuzzSeed("regression-conv-rank-mismatch.onnx");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(r.status().message().find("rank"), std::string::npos) << r.status().ToString();
