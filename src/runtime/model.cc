@@ -100,11 +100,11 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
       auto it = o.find("max_position_embeddings");
       if (it != o.end() && it->value().is_int64()) {
         int64_t m = it->value().as_int64();
-        // RoBERTa-family position ids start after the padding index.
+        // RoBERTa-family (and MPNet) position ids start after the padding index.
         auto type = o.find("model_type");
         if (type != o.end() && type->value().is_string()) {
           std::string t(type->value().as_string());
-          if (t == "roberta" || t == "xlm-roberta" || t == "camembert") {
+          if (t == "roberta" || t == "xlm-roberta" || t == "camembert" || t == "mpnet") {
             m -= 2;
             roberta_positions = true;
           }

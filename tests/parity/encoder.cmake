@@ -2,7 +2,8 @@
 #
 #   ctest --test-dir build/fix -L parity -R encoder --output-on-failure
 #
-# The CTest fixture step `encoder_fixtures` runs tests/fixtures/make_encoders.py once into
+# The CTest fixture step `encoder_fixtures` runs tests/fixtures/make_encoders.py and
+# make_hf_encoders.py (Hugging Face-shaped exports) once into
 # ${CMAKE_BINARY_DIR}/fixtures (it skips models that are already up to date); every parity
 # test requires it. INFERMESH_FIXTURE_DIR overrides the folder at run time.
 set(INFERMESH_REFERENCE_PYTHON "/usr/bin/python3" CACHE FILEPATH
@@ -10,8 +11,9 @@ set(INFERMESH_REFERENCE_PYTHON "/usr/bin/python3" CACHE FILEPATH
 set(INFERMESH_FIXTURE_DIR "${CMAKE_BINARY_DIR}/fixtures")
 
 add_test(NAME encoder_fixtures
-         COMMAND ${INFERMESH_REFERENCE_PYTHON} ${PROJECT_SOURCE_DIR}/tests/fixtures/make_encoders.py
-                 --out ${INFERMESH_FIXTURE_DIR})
+         COMMAND sh -c "\"$0\" \"$1/make_encoders.py\" --out \"$2\" && \"$0\" \"$1/make_hf_encoders.py\" --out \"$2\""
+                 ${INFERMESH_REFERENCE_PYTHON} ${PROJECT_SOURCE_DIR}/tests/fixtures
+                 ${INFERMESH_FIXTURE_DIR})
 set_tests_properties(encoder_fixtures PROPERTIES FIXTURES_SETUP encoder_fixtures
                                                  LABELS parity TIMEOUT 600)
 

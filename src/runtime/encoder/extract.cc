@@ -3,8 +3,9 @@
 // Only the part of the graph that feeds the first output is considered (so that a
 // pooler head is ignored). Within it, in the graph's (topological) order:
 //   - Gathers from a rank-2 initializer are the embedding tables: the one indexed by
-//     input_ids is the word table, by token_type_ids the type table, any other the
-//     position table;
+//     input_ids is the word table, by token_type_ids the type table; any other is the
+//     position table when it is as wide as the word table, else MPNet's relative
+//     position bias ([buckets, heads], whose bucket indices are read off the graph);
 //   - LayerNormalization nodes, or the decomposed form PyTorch exports below opset 17
 //     (ReduceMean, Sub, Pow, ReduceMean, Add ε, Sqrt, Div, Mul γ, Add β), are the norms;
 //   - MatMuls (or Gemms) with a rank-2 initializer weight and an added rank-1
@@ -169,6 +170,90 @@ struct Linear {
   int64_t k = 0, n = 0;
 };
 
+// The bucket of each key-minus-query distance, read off the graph: the part of the graph
+// that computes `index` (MPNet's relative_position_bucket: Range, Sub, Log, Where, ...)
+// is copied into a model of its own and run on one sequence of `len` tokens. Taking the
+// graph's own numbers, rather than re-deriving a formula, keeps the float rounding of
+// its logarithms exactly as the exporter wrote it.
+Result<std::vector<int64_t>> RelativeBuckets(const onnx::ModelProto& model,
+                                             const std::string& base_dir, const std::string& index,
+                                             int64_t len, int64_t vocab, int64_t buckets) {
+  const auto& graph = model.graph();
+  GraphView g(graph, base_dir);
+  const std::vector<bool> keep = g.Ancestors(index);
+  onnx::ModelProto mini;
+  mini.set_ir_version(model.ir_version());
+  *mini.mutable_opset_import() = model.opset_import();
+  onnx::GraphProto* mg = mini.mutable_graph();
+  mg->set_name("relative_position_buckets");
+  std::set<std::string> used;
+  for (int i = 0; i < graph.node_size(); ++i) {
+    if (!keep[static_cast<size_t>(i)]) continue;
+    *mg->add_node() = graph.node(i);
+    for (const auto& in : graph.node(i).input()) used.insert(in);
+  }
+  for (const auto& t : graph.initializer()) {
+    if (used.count(t.name())) *mg->add_initializer() = t;
+  }
+  std::vector<std::pair<std::string, Tensor>> feeds;
+  for (const auto& in : graph.input()) {
+    if (!used.count(in.name())) continue;
+    *mg->add_input() = in;
+    std::vector<int64_t> v(static_cast<size_t>(len), 0);
+    if (in.name() == "input_ids") {
+      std::fill(v.begin(), v.end(), std::min<int64_t>(5, vocab - 1));
+    } else if (in.name() == "attention_mask") {
+      std::fill(v.begin(), v.end(), 1);
+    } else if (in.name() == "position_ids") {
+      for (int64_t i = 0; i < len; ++i) v[static_cast<size_t>(i)] = i;
+    } else if (in.name() != "token_type_ids") {
+      return Unimplemented("relative position buckets depend on input '" + in.name() + "'");
+    }
+    Tensor t = Tensor::FromVector<int64_t>({1, len}, v);
+    if (in.type().tensor_type().elem_type() == onnx::TensorProto::INT32) {
+      std::vector<int32_t> v32(v.begin(), v.end());
+      t = Tensor::FromVector<int32_t>({1, len}, v32);
+    }
+    feeds.emplace_back(in.name(), std::move(t));
+  }
+  onnx::ValueInfoProto* out = mg->add_output();
+  out->set_name(index);
+  out->mutable_type()->mutable_tensor_type()->set_elem_type(onnx::TensorProto::INT64);
+  SessionOptions options;
+  options.intra_op_threads = 1;
+  auto session = Session::LoadFromProto(mini, base_dir, options);
+  if (!session.ok()) {
+    return Unimplemented("cannot evaluate the relative position buckets: " +
+                         session.status().ToString());
+  }
+  auto outs = (*session)->Run(feeds);
+  if (!outs.ok()) {
+    return Unimplemented("cannot evaluate the relative position buckets: " +
+                         outs.status().ToString());
+  }
+  const Tensor& b = outs->at(0);
+  if (b.dtype() != DataType::kInt64 || b.rank() < 2 || b.numel() != len * len) {
+    return Unimplemented("relative position buckets are not one [sequence, sequence] table");
+  }
+  const int64_t* p = b.data<int64_t>();
+  // rel[d + len - 1] for d = j - i; the table must depend on the distance only.
+  std::vector<int64_t> rel(static_cast<size_t>(2 * len - 1));
+  for (int64_t j = 0; j < len; ++j) rel[static_cast<size_t>(j + len - 1)] = p[j];
+  for (int64_t i = 0; i < len; ++i) rel[static_cast<size_t>(len - 1 - i)] = p[i * len];
+  for (int64_t i = 0; i < len; ++i) {
+    for (int64_t j = 0; j < len; ++j) {
+      const int64_t k = p[i * len + j];
+      if (k != rel[static_cast<size_t>(j - i + len - 1)]) {
+        return Unimplemented("relative position bias is not a function of the distance");
+      }
+      if (k < 0 || k >= buckets) {
+        return Unimplemented("relative position bucket " + std::to_string(k) + " out of range");
+      }
+    }
+  }
+  return rel;
+}
+
 }  // namespace
 
 Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
@@ -179,6 +264,8 @@ Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
   const std::vector<bool> used = g.Ancestors(graph.output(0).name());
 
   EncoderWeights w;
+  std::vector<const onnx::NodeProto*> other_tables;
+  std::string rel_index;  // the relative-position bias's bucket indices
   std::vector<LayerNormWeights> norms;
   std::vector<Linear> linears;
   bool erf = false, tanh = false;
@@ -190,17 +277,16 @@ Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
     const std::string& op = n.op_type();
     if (op == "Gather" && n.input_size() == 2 && g.IsConst(n.input(0)) &&
         g.ConstShape(n.input(0)).size() == 2) {
-      IM_ASSIGN_OR_RETURN(Tensor t, g.Const(n.input(0)));
-      std::vector<float>* dst = n.input(1) == "input_ids"        ? &w.word
-                                : n.input(1) == "token_type_ids" ? &w.type
-                                                                 : &w.position;
-      if (!dst->empty()) return Unimplemented("more than one embedding table of a kind");
-      *dst = ToVector(t);
-      const int64_t rows = t.dim(0);
-      if (dst == &w.word) w.vocab = rows;
-      if (dst == &w.type) w.type_vocab = rows;
-      if (dst == &w.position) w.max_positions = rows;
-      w.hidden = t.dim(1);
+      if (n.input(1) == "input_ids" || n.input(1) == "token_type_ids") {
+        IM_ASSIGN_OR_RETURN(Tensor t, g.Const(n.input(0)));
+        std::vector<float>* dst = n.input(1) == "input_ids" ? &w.word : &w.type;
+        if (!dst->empty()) return Unimplemented("more than one embedding table of a kind");
+        *dst = ToVector(t);
+        (dst == &w.word ? w.vocab : w.type_vocab) = t.dim(0);
+      } else {
+        // Positions, or a relative-position bias: told apart by width below.
+        other_tables.push_back(&n);
+      }
     } else if (op == "LayerNormalization") {
       if (AttrInt(n, "axis", -1) != -1 || n.input_size() < 3 || !g.IsConst(n.input(1)) ||
           !g.IsConst(n.input(2))) {
@@ -262,7 +348,31 @@ Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
   }
 
   if (w.word.empty()) return Unimplemented("no word-embedding Gather indexed by input_ids");
+  w.hidden = static_cast<int64_t>(w.word.size()) / w.vocab;
+  for (const onnx::NodeProto* n : other_tables) {
+    IM_ASSIGN_OR_RETURN(Tensor t, g.Const(n->input(0)));
+    if (t.dim(1) == w.hidden) {
+      if (!w.position.empty()) return Unimplemented("more than one position-embedding table");
+      w.position = ToVector(t);
+      w.max_positions = t.dim(0);
+    } else {
+      if (!w.rel_bias.empty()) return Unimplemented("more than one relative-position table");
+      w.rel_bias = ToVector(t);
+      w.rel_buckets = t.dim(0);
+      w.rel_heads = t.dim(1);
+      rel_index = n->input(1);
+    }
+  }
   if (w.position.empty()) return Unimplemented("no position-embedding table");
+  if (!w.type.empty() && static_cast<int64_t>(w.type.size()) != w.type_vocab * w.hidden) {
+    return Unimplemented("token-type table is not as wide as the word table");
+  }
+  if (!w.rel_bias.empty()) {
+    const int64_t len = std::max<int64_t>(w.max_positions - 2, 1);
+    IM_ASSIGN_OR_RETURN(w.rel_bucket,
+                        RelativeBuckets(model, base_dir, rel_index, len, w.vocab, w.rel_buckets));
+    w.rel_max = len - 1;
+  }
   if (erf == tanh) return Unimplemented("cannot tell the feed-forward activation");
   w.activation = erf ? Activation::kGeluErf : Activation::kGeluTanh;
   const int64_t h = w.hidden;

@@ -59,6 +59,9 @@ struct FusedEncoder::Impl {
   bool gelu_tanh = false;
   int64_t hidden = 0, ffn = 0;
   int heads = 0, head_dim = 0;
+  // Relative position bias by head and query-minus-key distance (AttentionParams).
+  std::vector<float> rel;
+  int64_t rel_stride = 0, rel_offset = 0;
 
   mutable std::mutex mu;
   mutable std::vector<std::unique_ptr<Arena>> free_arenas;
@@ -129,6 +132,25 @@ Result<std::unique_ptr<FusedEncoder>> FusedEncoder::Create(const EncoderWeights&
   im.weights.position = w.position;
   im.weights.type = w.type;
   im.weights.embedding_ln = w.embedding_ln;
+  if (!w.rel_bias.empty()) {
+    if (w.rel_heads != options.heads) {
+      return InvalidArgument("relative position bias has " + std::to_string(w.rel_heads) +
+                             " heads, not " + std::to_string(options.heads));
+    }
+    // x = query - key position covers -(P - 1) .. P - 1 + 32 (see AttentionParams).
+    const int64_t reach = std::max<int64_t>(w.max_positions, 1);
+    im.rel_offset = reach - 1;
+    im.rel_stride = 2 * reach + 32;
+    im.rel.resize(static_cast<size_t>(im.rel_stride * options.heads));
+    for (int hd = 0; hd < options.heads; ++hd) {
+      for (int64_t x = 0; x < im.rel_stride; ++x) {
+        const int64_t d = std::clamp(im.rel_offset - x, -w.rel_max, w.rel_max);
+        const int64_t bucket = w.rel_bucket[static_cast<size_t>(d + w.rel_max)];
+        im.rel[static_cast<size_t>(hd * im.rel_stride + x)] =
+            w.rel_bias[static_cast<size_t>(bucket * w.rel_heads + hd)];
+      }
+    }
+  }
   im.weights.layers.resize(w.layers.size());
   im.embedding_ln = {im.weights.embedding_ln.gamma.data(), im.weights.embedding_ln.beta.data(),
                      im.weights.embedding_ln.eps};
@@ -250,6 +272,11 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   ap.out = ctx;
   ap.out16 = ctx16;
   ap.max_len = max_len;
+  if (!im.rel.empty()) {
+    ap.rel_bias = im.rel.data();
+    ap.rel_stride = im.rel_stride;
+    ap.rel_offset = im.rel_offset;
+  }
   ap.scratch = scratch;
   ap.threads = threads;
 

@@ -54,6 +54,13 @@ struct EncoderWeights {
   LayerNormWeights embedding_ln;
   std::vector<EncoderLayerWeights> layers;
   Activation activation = Activation::kGeluErf;
+  // MPNet's relative position bias, shared by every layer (empty for BERT/RoBERTa):
+  // rel_bias[k * rel_heads + h] is bucket k's bias for head h, and rel_bucket[d +
+  // rel_max] the bucket of key position minus query position d, |d| <= rel_max, as
+  // the graph itself computes it.
+  std::vector<float> rel_bias;
+  int64_t rel_buckets = 0, rel_heads = 0, rel_max = 0;
+  std::vector<int64_t> rel_bucket;
 };
 
 // Reads a post-LayerNorm BERT-style encoder from the graph feeding the model's first

@@ -198,6 +198,7 @@ void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) 
   const float* v0 = q0 + 2 * p.hidden;
   float* s = scratch;
   std::vector<float> acc(static_cast<size_t>(dh));
+  const float* rb = p.rel_bias ? p.rel_bias + t.h * p.rel_stride + p.rel_offset : nullptr;
   for (int64_t i = 0; i < len; ++i) {
     const float* q = q0 + i * p.ld_qkv;
     float mx = -std::numeric_limits<float>::infinity();
@@ -205,7 +206,7 @@ void AttentionTaskBase(const AttentionParams& p, const Task& t, float* scratch) 
       const float* k = k0 + j * p.ld_qkv;
       float d = 0;
       for (int c = 0; c < dh; ++c) d += q[c] * k[c];
-      s[j] = d * p.scale;
+      s[j] = d * p.scale + (rb ? rb[i - j] : 0.0f);
       mx = std::max(mx, s[j]);
     }
     float sum = 0;
@@ -342,6 +343,21 @@ IM_AVX512 inline void QueryBlock(const AttentionParams& p, int64_t begin, int64_
   int64_t j = 0;
   for (; j + kK <= len; j += kK) ScoreBlock<NV, kK, QB>(qt, k0 + j * ldkv, ldkv, st + j * W, mx);
   for (; j < len; ++j) ScoreBlock<NV, 1, QB>(qt, k0 + j * ldkv, ldkv, st + j * W, mx);
+  if (p.rel_bias) {
+    // Lane l of block b is query i0 + 16b + l: its bias for key j sits at i - j, so
+    // the 16 lanes read 16 consecutive table entries.
+    const float* rb = p.rel_bias + h * p.rel_stride + p.rel_offset + i0;
+    for (int b = 0; b < QB; ++b) {
+      mx[b] = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+      float* sb = st + 16 * b;
+      for (j = 0; j < len; ++j) {
+        const __m512 v =
+            _mm512_add_ps(_mm512_load_ps(sb + j * W), _mm512_loadu_ps(rb + 16 * b - j));
+        _mm512_store_ps(sb + j * W, v);
+        mx[b] = _mm512_max_ps(mx[b], v);
+      }
+    }
+  }
   // Softmax numerators; the 1/sum is applied to the output.
   for (int b = 0; b < QB; ++b) {
     __m512 sum = _mm512_setzero_ps();

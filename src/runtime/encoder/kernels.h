@@ -57,6 +57,13 @@ struct AttentionParams {
   int64_t batch = 0;
   float* out = nullptr;  // [T, hidden] (or out16)
   bf16* out16 = nullptr;
+  // Optional additive bias by relative position (MPNet, T5): the score of query i and
+  // key j (positions within the sequence) gains rel_bias[h * rel_stride + rel_offset +
+  // i - j]. The table must cover i - j from -(max_len - 1) to max_len - 1 + 32 (the
+  // AVX-512 body reads whole blocks of 32 queries).
+  const float* rel_bias = nullptr;
+  int64_t rel_stride = 0;
+  int64_t rel_offset = 0;
   int64_t max_len = 0;       // longest sequence (sizes the scratch)
   float* scratch = nullptr;  // AttentionScratchFloats() floats
   int threads = 1;
@@ -65,7 +72,8 @@ struct AttentionParams {
 // Floats of scratch that Attention needs for these sizes.
 int64_t AttentionScratchFloats(int64_t max_len, int head_dim, int threads);
 
-// Multi-head self-attention within each sequence: out = softmax(scale·Q·Kᵀ)·V per head.
+// Multi-head self-attention within each sequence: out = softmax(scale·Q·Kᵀ + bias)·V per
+// head (bias = the relative-position table, when given).
 void Attention(const AttentionParams& p);
 
 }  // namespace infermesh::runtime::encoder

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <random>
 #include <thread>
@@ -98,9 +99,11 @@ TEST(EncoderKernels, EmbeddingSumsTablesThenNormalizes) {
   }
 }
 
-// softmax(scale·Q·Kᵀ)·V per sequence and head, in double.
+// softmax(scale·Q·Kᵀ + bias)·V per sequence and head, in double; bias(h, i - j) is the
+// relative-position bias of query i and key j (positions within the sequence).
 std::vector<double> RefAttention(const std::vector<float>& qkv, int64_t hidden, int heads,
-                                 const std::vector<int64_t>& cu) {
+                                 const std::vector<int64_t>& cu,
+                                 const std::function<double(int, int64_t)>& bias = nullptr) {
   const int dh = static_cast<int>(hidden / heads);
   const double scale = 1.0 / std::sqrt(double(dh));
   std::vector<double> out(static_cast<size_t>(cu.back() * hidden));
@@ -115,8 +118,10 @@ std::vector<double> RefAttention(const std::vector<float>& qkv, int64_t hidden, 
             d += double(qkv[i * 3 * hidden + h * dh + c]) *
                  qkv[j * 3 * hidden + hidden + h * dh + c];
           }
-          s.push_back(d * scale);
-          mx = std::max(mx, d * scale);
+          d *= scale;
+          if (bias) d += bias(h, (i - cu[b]) - (j - cu[b]));
+          s.push_back(d);
+          mx = std::max(mx, d);
         }
         double sum = 0;
         for (double& v : s) sum += (v = std::exp(v - mx));
@@ -174,6 +179,26 @@ TEST_P(AttentionTest, MatchesReferenceOnPackedSequences) {
   p.out16 = out16.data();
   Attention(p);
   for (int64_t i = 0; i < tokens * hidden; ++i) ASSERT_EQ(out16[i], ToBf16(out[i])) << i;
+
+  // With a relative-position bias (MPNet): a table per head over query - key distance
+  // x in [-(64 - 1), 64 - 1 + 32], centred at rel_offset.
+  const int64_t offset = 63, stride = 2 * 64 + 32;
+  auto table = Random(stride * heads, 12, 1.5f);
+  auto ref_bias = RefAttention(qkv, hidden, heads, cu, [&](int h, int64_t x) {
+    return double(table[h * stride + offset + x]);
+  });
+  p.rel_bias = table.data();
+  p.rel_stride = stride;
+  p.rel_offset = offset;
+  p.out = out.data();
+  p.out16 = nullptr;
+  Attention(p);
+  double moved = 0;
+  for (int64_t i = 0; i < tokens * hidden; ++i) {
+    ASSERT_NEAR(out[i], ref_bias[i], 2e-5) << i;
+    moved = std::max(moved, std::fabs(ref_bias[i] - ref[i]));
+  }
+  EXPECT_GT(moved, 0.05) << "the bias should change the output";
 }
 
 INSTANTIATE_TEST_SUITE_P(HeadSizes, AttentionTest,
