@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <string_view>
 
 extern char** environ;
 
@@ -129,26 +130,41 @@ Result<std::string> Config::GetString(const std::string& key) const {
   return it->second.value;
 }
 
+// Every numeric getter below is strict: the whole value must be consumed ("1.2.3s"
+// is an error, not 1.2 s), and none of them throws. Values are parsed when read, so
+// the message names the key, the value as given and the layer it came from.
+namespace {
+
+Status BadValue(const std::string& key, const std::string& value, const std::string& source,
+                const std::string& expected) {
+  return InvalidArgument("config key '" + key + "' must be " + expected + ", got '" + value +
+                         "' (from " + source + ")");
+}
+
+bool IsDigit(char c) { return c >= '0' && c <= '9'; }
+
+}  // namespace
+
 Result<int64_t> Config::GetInt(const std::string& key) const {
   IM_ASSIGN_OR_RETURN(std::string v, GetString(key));
   int64_t out = 0;
   auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), out);
-  if (ec != std::errc() || p != v.data() + v.size()) {
-    return InvalidArgument("config key '" + key + "' must be an integer, got '" + v + "' (" +
-                           SourceOf(key) + ")");
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size()) {
+    return BadValue(key, v, SourceOf(key), "an integer");
   }
   return out;
 }
 
 Result<double> Config::GetDouble(const std::string& key) const {
   IM_ASSIGN_OR_RETURN(std::string v, GetString(key));
-  try {
-    size_t used = 0;
-    double d = std::stod(v, &used);
-    if (used == v.size() && std::isfinite(d)) return d;
-  } catch (const std::exception&) {
+  double d = 0;
+  // from_chars does not read hex floats in the general format, nor a leading '+';
+  // it does read "inf" and "nan", which no limit can mean.
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d, std::chars_format::general);
+  if (v.empty() || ec != std::errc() || p != v.data() + v.size() || !std::isfinite(d)) {
+    return BadValue(key, v, SourceOf(key), "a finite number");
   }
-  return InvalidArgument("config key '" + key + "' must be a number, got '" + v + "'");
+  return d;
 }
 
 Result<bool> Config::GetBool(const std::string& key) const {
@@ -157,45 +173,86 @@ Result<bool> Config::GetBool(const std::string& key) const {
   std::transform(l.begin(), l.end(), l.begin(), [](unsigned char c) { return std::tolower(c); });
   if (l == "true" || l == "1" || l == "yes" || l == "on") return true;
   if (l == "false" || l == "0" || l == "no" || l == "off") return false;
-  return InvalidArgument("config key '" + key + "' must be true or false, got '" + v + "'");
+  return BadValue(key, v, SourceOf(key), "true or false");
 }
 
 namespace {
+
+struct Unit {
+  std::string_view name;
+  int64_t factor;
+};
+
+// A non-negative decimal (digits with at most one '.', at least one digit; no sign,
+// no exponent), optional blanks, then one of `units` ("" = bare number). Integers
+// are exact up to INT64_MAX; fractions go through double and are rounded.
 Result<int64_t> ParseWithUnit(const std::string& key, const std::string& v,
-                              const std::vector<std::pair<std::string, double>>& units) {
-  std::string s = Trim(v);
+                              const std::string& source, const std::vector<Unit>& units,
+                              const std::string& expected) {
+  const std::string s = Trim(v);
   size_t i = 0;
-  while (i < s.size() && (std::isdigit(static_cast<unsigned char>(s[i])) || s[i] == '.')) ++i;
-  if (i == 0) return InvalidArgument("config key '" + key + "' has no number: '" + v + "'");
-  double number = std::stod(s.substr(0, i));
-  std::string unit = Trim(s.substr(i));
-  for (const auto& [name, factor] : units) {
-    if (unit == name) {
-      double total = number * factor;
-      if (total > 9.2e18) return InvalidArgument("config key '" + key + "' is too large");
-      return static_cast<int64_t>(std::llround(total));
+  size_t digits = 0;
+  size_t dot = std::string::npos;
+  for (; i < s.size(); ++i) {
+    if (IsDigit(s[i])) {
+      ++digits;
+    } else if (s[i] == '.' && dot == std::string::npos) {
+      dot = i;
+    } else {
+      break;
     }
   }
-  return InvalidArgument("config key '" + key + "' has unknown unit '" + unit + "' in '" + v + "'");
+  if (digits == 0) return BadValue(key, v, source, expected);
+  const std::string_view number(s.data(), i);
+  const std::string unit = Trim(s.substr(i));
+  const Unit* found = nullptr;
+  for (const Unit& u : units) {
+    if (unit == u.name) found = &u;
+  }
+  if (found == nullptr) return BadValue(key, v, source, expected);
+
+  const char* first = number.data();
+  const char* last = number.data() + number.size();
+  if (dot == std::string::npos) {
+    int64_t n = 0;
+    int64_t total = 0;
+    auto [p, ec] = std::from_chars(first, last, n);
+    if (ec != std::errc() || p != last || __builtin_mul_overflow(n, found->factor, &total)) {
+      return BadValue(key, v, source, expected + " no larger than 2^63-1");
+    }
+    return total;
+  }
+  double d = 0;
+  auto [p, ec] = std::from_chars(first, last, d, std::chars_format::fixed);
+  const double total = d * static_cast<double>(found->factor);
+  // 2^63 is exactly representable; anything at or above it does not fit an int64.
+  if (ec != std::errc() || p != last || !(total < 9223372036854775808.0)) {
+    return BadValue(key, v, source, expected + " no larger than 2^63-1");
+  }
+  return static_cast<int64_t>(std::llround(total));
 }
+
 }  // namespace
 
 Result<int64_t> Config::GetBytes(const std::string& key) const {
   IM_ASSIGN_OR_RETURN(std::string v, GetString(key));
-  return ParseWithUnit(key, v,
+  return ParseWithUnit(key, v, SourceOf(key),
                        {{"", 1},
                         {"B", 1},
-                        {"KiB", 1024.0},
-                        {"MiB", 1048576.0},
-                        {"GiB", 1073741824.0},
-                        {"KB", 1e3},
-                        {"MB", 1e6},
-                        {"GB", 1e9}});
+                        {"KiB", int64_t{1} << 10},
+                        {"MiB", int64_t{1} << 20},
+                        {"GiB", int64_t{1} << 30},
+                        {"KB", 1000},
+                        {"MB", 1000 * 1000},
+                        {"GB", 1000 * 1000 * 1000}},
+                       "a size (a number of bytes, or with B, KiB, MiB, GiB, KB, MB, GB)");
 }
 
 Result<int64_t> Config::GetMillis(const std::string& key) const {
   IM_ASSIGN_OR_RETURN(std::string v, GetString(key));
-  return ParseWithUnit(key, v, {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}});
+  return ParseWithUnit(key, v, SourceOf(key),
+                       {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000}},
+                       "a duration (250ms, 5s, 2m, 1h, or a number of milliseconds)");
 }
 
 std::string Config::SourceOf(const std::string& key) const {
