@@ -66,8 +66,10 @@ void ThreadPool::WorkerLoop(int index) {
     try {
       task();
     } catch (const std::exception& e) {
+      failed_.fetch_add(1, std::memory_order_relaxed);
       log::Error("thread pool task threw", {{"pool", name_}, {"what", e.what()}});
     } catch (...) {
+      failed_.fetch_add(1, std::memory_order_relaxed);
       log::Error("thread pool task threw", {{"pool", name_}, {"what", "unknown"}});
     }
     active_.fetch_sub(1, std::memory_order_relaxed);
@@ -86,28 +88,45 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain,
     return;
   }
   // Chunks are claimed dynamically so a slow thread does not hold the others up.
+  // Helpers reference this frame (next, fn, the latch), so the caller must not
+  // leave, by return or by exception, before every helper has counted down: a chunk
+  // that throws records the first exception, stops further chunks, and the caller
+  // rethrows it after the wait.
   std::atomic<int64_t> next{0};
+  std::mutex error_mu;
+  std::exception_ptr error;  // guarded by error_mu
   int64_t step = (n + chunks - 1) / chunks;
-  auto run_chunks = [&] {
-    for (;;) {
-      int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= chunks) return;
-      int64_t b = c * step;
-      int64_t e = std::min(n, b + step);
-      if (b < e) fn(b, e);
+  auto run_chunks = [&]() noexcept {
+    try {
+      for (;;) {
+        int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+        if (c >= chunks) return;
+        int64_t b = c * step;
+        int64_t e = std::min(n, b + step);
+        if (b < e) fn(b, e);
+      }
+    } catch (...) {
+      next.store(chunks, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> lock(error_mu);
+      if (!error) error = std::current_exception();
     }
   };
   int64_t helpers = chunks - 1;
   std::latch done(helpers);
   for (int64_t i = 0; i < helpers; ++i) {
-    bool queued = Submit([&] {
-      run_chunks();
-      done.count_down();
-    });
+    bool queued = false;
+    try {
+      queued = Submit([&] {
+        run_chunks();
+        done.count_down();
+      });
+    } catch (...) {  // no memory to queue it: the caller runs that share itself
+    }
     if (!queued) done.count_down();
   }
   run_chunks();
   done.wait();
+  if (error) std::rethrow_exception(error);
 }
 
 ThreadPoolStats ThreadPool::Stats() const {
@@ -120,6 +139,7 @@ ThreadPoolStats ThreadPool::Stats() const {
     s.queued = static_cast<int64_t>(queue_.size());
   }
   s.completed = completed_.load(std::memory_order_relaxed);
+  s.failed = failed_.load(std::memory_order_relaxed);
   return s;
 }
 

@@ -13,6 +13,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <exception>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -26,7 +27,8 @@ struct ThreadPoolStats {
   int workers = 0;
   int64_t active = 0;     // tasks running now
   int64_t queued = 0;     // tasks waiting
-  int64_t completed = 0;  // tasks finished since start
+  int64_t completed = 0;  // tasks finished since start (failed ones included)
+  int64_t failed = 0;     // Submit() tasks that threw; the pool caught, logged and went on
 };
 
 class ThreadPool {
@@ -43,7 +45,9 @@ class ThreadPool {
   bool Submit(std::function<void()> task);
 
   // Splits [0, n) into chunks of at least `grain` and runs fn(begin, end) on the
-  // pool and the calling thread; returns when all chunks finish.
+  // pool and the calling thread; returns when all chunks finish. If fn throws, the
+  // remaining chunks are skipped and the first exception is rethrown on the caller
+  // once no chunk is running (so none outlives the caller's frame).
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
   int parallelism() const { return parallelism_; }
@@ -64,6 +68,7 @@ class ThreadPool {
   bool stopping_ = false;                    // guarded by mu_
   std::atomic<int64_t> active_{0};
   std::atomic<int64_t> completed_{0};
+  std::atomic<int64_t> failed_{0};
   std::vector<std::thread> workers_;
 };
 

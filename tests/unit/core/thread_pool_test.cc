@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <numeric>
+#include <stdexcept>
 #include <vector>
 
 namespace infermesh {
@@ -38,6 +39,31 @@ TEST(ThreadPoolTest, ThrowingTaskDoesNotStopThePool) {
   pool.Shutdown();
   EXPECT_EQ(done.load(), 1);
   EXPECT_EQ(pool.Stats().completed, 2);
+  EXPECT_EQ(pool.Stats().failed, 1);
+}
+
+// A chunk that throws on a helper thread used to leave the caller waiting forever
+// for a count-down that never came; the exception now reaches the caller once every
+// chunk has stopped touching the caller's stack.
+TEST(ThreadPoolTest, ParallelForRethrowsOnTheCaller) {
+  ThreadPool pool("pfor", 3);
+  for (int round = 0; round < 20; ++round) {
+    std::atomic<int> chunks{0};
+    EXPECT_THROW(pool.ParallelFor(300, 1,
+                                  [&](int64_t b, int64_t) {
+                                    chunks.fetch_add(1);
+                                    if (b == 0 || b >= 200) throw std::runtime_error("chunk");
+                                  }),
+                 std::runtime_error);
+  }
+  // The pool still works, and helper throws were not counted as task failures:
+  // ParallelFor hands them to its caller.
+  std::atomic<int64_t> sum{0};
+  pool.ParallelFor(100, 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) sum.fetch_add(i);
+  });
+  EXPECT_EQ(sum.load(), 4950);
+  EXPECT_EQ(pool.Stats().failed, 0);
 }
 
 TEST(ThreadPoolTest, StatsNameTheWorkers) {
