@@ -5,6 +5,12 @@
 // checks both when it takes the request into a batch, before compute: an expired
 // request completes with DeadlineExceeded, a cancelled one with Cancelled, and
 // neither reaches the backend.
+//
+// Failures: the backend, the completions and the observer are caller code running on
+// the inference thread. An exception from any of them is caught at the batch (see
+// internal::StatusFromException): the batch's requests are answered with Internal
+// naming it, the failure is counted, and the thread goes on to the next batch. It is
+// the one place exceptions are caught on the data path; nothing else here throws.
 #pragma once
 
 #include <pthread.h>
@@ -14,8 +20,10 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <new>
 #include <string>
 
+#include "core/log.h"
 #include "core/status.h"
 
 namespace infermesh::worker {
@@ -54,7 +62,11 @@ struct BatchRecord {
   int64_t tokens = 0;    // real (unpadded) tokens; 0 for tensor batches
   int64_t requests = 0;  // client requests with at least one row in the batch
   std::chrono::nanoseconds inference{0};
-  bool ok = true;  // false when the backend returned an error
+  bool ok = true;  // false when the batch's requests were answered with an error
+  // Why, when !ok (a metrics label): "backend_error" (the backend returned an error),
+  // "bad_output" (its tensor does not match the batch), "out_of_memory" (std::bad_alloc
+  // on the inference thread) or "exception" (anything else it threw).
+  std::string failure;
 };
 using BatchObserver = std::function<void(const BatchRecord&)>;
 
@@ -67,6 +79,42 @@ inline Status CheckAlive(TimePoint deadline, const CancelFlag& cancel, TimePoint
   }
   if (now >= deadline) return DeadlineExceeded("deadline passed while queued");
   return OkStatus();
+}
+
+// Call only inside a catch block: turns the exception being handled into an
+// Internal status that names it and `during` ("inference"), and sets *reason to the
+// BatchRecord::failure label. Internal maps to the worker's backend error (424; 500
+// on OpenAI routes).
+inline Status StatusFromException(const std::string& during, std::string* reason) {
+  try {
+    throw;
+  } catch (const std::bad_alloc&) {
+    *reason = "out_of_memory";
+    return Internal("out of memory during " + during + " (std::bad_alloc)");
+  } catch (const std::exception& e) {
+    *reason = "exception";
+    return Internal(during + " failed with an exception: " + e.what());
+  } catch (...) {
+    *reason = "exception";
+    return Internal(during + " failed with an exception of unknown type");
+  }
+}
+
+// Runs a completion callback or an observer, which must not stop the batch: an
+// exception is logged and counted in *thrown, and the caller goes on with the
+// next one. Returns false if it threw.
+template <typename Fn>
+bool RunCaught(const char* what, const std::string& thread, int64_t* thrown, Fn&& fn) {
+  try {
+    fn();
+    return true;
+  } catch (...) {
+    std::string reason;
+    const Status s = StatusFromException(what, &reason);
+    ++*thrown;
+    log::Error("caught on the inference thread", {{"thread", thread}, {"error", s.message()}});
+    return false;
+  }
 }
 
 // Names the calling thread (Linux keeps at most 15 characters).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <utility>
 
 #include "core/log.h"
@@ -55,26 +56,29 @@ Status SizeDelayBatcher::Enqueue(TensorBatchItem&& item) {
 
 bool SizeDelayBatcher::ReadyLocked(TimePoint now, std::chrono::nanoseconds* wait, Trigger* trigger,
                                    std::vector<std::pair<Entry, Status>>* dead) {
+  static_assert(std::is_nothrow_move_constructible_v<Entry> &&
+                std::is_nothrow_move_assignable_v<Entry>);
   *wait = std::chrono::nanoseconds(0);
   // Drop dead rows first so they neither count toward a full batch nor hold the timer.
-  std::deque<Entry> kept;
-  bool any_dead = false;
-  for (Entry& e : queue_) {
-    if (!internal::CheckAlive(e.item.deadline, e.item.cancel, now).ok()) {
-      any_dead = true;
-      break;
-    }
+  size_t n_dead = 0;
+  for (const Entry& e : queue_) {
+    if (!internal::CheckAlive(e.item.deadline, e.item.cancel, now).ok()) ++n_dead;
   }
-  if (any_dead) {
-    for (Entry& e : queue_) {
-      Status alive = internal::CheckAlive(e.item.deadline, e.item.cancel, now);
+  if (n_dead > 0) {
+    // The only step that can throw (std::bad_alloc) is this reserve, before anything
+    // moves; the moves and the compaction below do not allocate.
+    dead->reserve(dead->size() + n_dead);
+    auto keep = queue_.begin();
+    for (auto it = queue_.begin(); it != queue_.end(); ++it) {
+      Status alive = internal::CheckAlive(it->item.deadline, it->item.cancel, now);
       if (alive.ok()) {
-        kept.push_back(std::move(e));
+        if (keep != it) *keep = std::move(*it);
+        ++keep;
       } else {
-        dead->emplace_back(std::move(e), std::move(alive));
+        dead->emplace_back(std::move(*it), std::move(alive));
       }
     }
-    queue_.swap(kept);
+    queue_.erase(keep, queue_.end());
   }
   if (queue_.empty()) return false;
   if (stopping_) {
@@ -94,12 +98,16 @@ bool SizeDelayBatcher::ReadyLocked(TimePoint now, std::chrono::nanoseconds* wait
   return false;
 }
 
-SizeDelayBatcher::Batch SizeDelayBatcher::FormLocked(TimePoint /*now*/, Trigger trigger,
-                                                     std::vector<std::pair<Entry, Status>> dead) {
-  Batch batch;
+void SizeDelayBatcher::FormLocked(TimePoint /*now*/, Trigger trigger,
+                                  std::vector<std::pair<Entry, Status>>& dead, Batch& batch) {
   batch.trigger = trigger;
   batch.dead = std::move(dead);
+  dead.clear();
   const size_t width = queue_.front().item.input.size();
+  // Reserving first means the moves below cannot throw, so a std::bad_alloc here
+  // leaves every row in queue_.
+  batch.live.reserve(static_cast<size_t>(
+      std::min<int64_t>(config_.max_batch_size, static_cast<int64_t>(queue_.size()))));
   while (!queue_.empty() && static_cast<int64_t>(batch.live.size()) < config_.max_batch_size &&
          queue_.front().item.input.size() == width) {
     batch.live.push_back(std::move(queue_.front()));
@@ -110,7 +118,6 @@ SizeDelayBatcher::Batch SizeDelayBatcher::FormLocked(TimePoint /*now*/, Trigger 
       static_cast<int64_t>(batch.live.size()) < config_.max_batch_size) {
     batch.trigger = Trigger::kTimeout;
   }
-  return batch;
 }
 
 void SizeDelayBatcher::CompleteDead(std::vector<std::pair<Entry, Status>>& dead) {
@@ -125,40 +132,67 @@ void SizeDelayBatcher::CompleteDead(std::vector<std::pair<Entry, Status>>& dead)
       }
     }
   }
+  int64_t thrown = 0;
   const TimePoint now = config_.now();
   for (auto& [entry, status] : dead) {
     BatchTimings t;
     t.queue = Nanos(now - entry.enqueued);
     auto done = std::move(entry.item.done);
-    done(std::move(status), t);
+    internal::RunCaught("a completion callback", config_.thread_name, &thrown,
+                        [&] { done(std::move(status), t); });
   }
   dead.clear();
+  AddThrown(thrown);
+}
+
+void SizeDelayBatcher::AddThrown(int64_t thrown) {
+  if (thrown == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  counters_.callback_exceptions += thrown;
 }
 
 void SizeDelayBatcher::Run(Batch& batch) {
   CompleteDead(batch.dead);
   if (batch.live.empty()) return;
 
+  const std::string& thread = config_.thread_name;
   const auto n = static_cast<int64_t>(batch.live.size());
   const auto width = static_cast<int64_t>(batch.live.front().item.input.size());
-  runtime::Tensor input = runtime::Tensor::Empty(runtime::DataType::kFloat32, {n, width});
-  float* dst = input.data<float>();
-  for (int64_t i = 0; i < n; ++i) {
-    std::vector<float>& row = batch.live[i].item.input;
-    std::memcpy(dst + i * width, row.data(), static_cast<size_t>(width) * sizeof(float));
-    std::vector<float>().swap(row);  // the tensor holds the data now
-  }
-
-  const TimePoint start = config_.now();
-  Result<runtime::Tensor> out = backend_(input);
-  const auto elapsed = Nanos(config_.now() - start);
-
+  // Assembling the batch tensor and the backend are where memory runs out; either
+  // failing fails this batch only.
   Status error;
-  if (!out.ok()) {
+  std::string failure;
+  Result<runtime::Tensor> out = Internal("the backend was not called");
+  const TimePoint start = config_.now();
+  try {
+    runtime::Tensor input = runtime::Tensor::Empty(runtime::DataType::kFloat32, {n, width});
+    float* dst = input.data<float>();
+    for (int64_t i = 0; i < n; ++i) {
+      std::vector<float>& row = batch.live[i].item.input;
+      std::memcpy(dst + i * width, row.data(), static_cast<size_t>(width) * sizeof(float));
+      std::vector<float>().swap(row);  // the tensor holds the data now
+    }
+    out = backend_(input);
+  } catch (...) {
+    error = internal::StatusFromException("inference", &failure);
+  }
+  const auto elapsed = Nanos(config_.now() - start);
+  const bool threw = !error.ok();
+
+  if (!error.ok()) {
+    // Already failed: the tensor allocation or the backend threw.
+  } else if (!out.ok()) {
     error = out.status();
+    failure = "backend_error";
   } else if (out->dtype() != runtime::DataType::kFloat32 || out->rank() < 1 || out->dim(0) != n) {
     error = Internal("backend returned " + out->DebugString() + " for a batch of " +
                      std::to_string(n) + " rows");
+    failure = "bad_output";
+  }
+  if (!error.ok()) {
+    log::Error(
+        "batch failed",
+        {{"thread", thread}, {"reason", failure}, {"requests", n}, {"error", error.message()}});
   }
 
   {
@@ -176,6 +210,7 @@ void SizeDelayBatcher::Run(Batch& batch) {
         ++counters_.drain_batches;
         break;
     }
+    if (threw) ++counters_.backend_exceptions;
     if (error.ok()) {
       counters_.completed += n;
     } else {
@@ -183,6 +218,10 @@ void SizeDelayBatcher::Run(Batch& batch) {
     }
   }
 
+  // Each row is answered whatever the others do: a completion that throws is
+  // counted, and one whose output cannot be copied gets that error instead.
+  int64_t thrown = 0;
+  int64_t copy_failed = 0;
   const TimePoint now = config_.now();
   const int64_t out_width = error.ok() ? out->numel() / n : 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -192,12 +231,24 @@ void SizeDelayBatcher::Run(Batch& batch) {
     t.queue = Nanos(now - entry.enqueued) - elapsed;
     t.batches = 1;
     auto done = std::move(entry.item.done);
+    Result<std::vector<float>> result = error;
     if (error.ok()) {
-      const float* src = out->data<float>() + i * out_width;
-      done(std::vector<float>(src, src + out_width), t);
-    } else {
-      done(error, t);
+      try {
+        const float* src = out->data<float>() + i * out_width;
+        result = std::vector<float>(src, src + out_width);
+      } catch (...) {
+        std::string ignored;
+        result = internal::StatusFromException("copying the batch's output", &ignored);
+        ++copy_failed;
+      }
     }
+    internal::RunCaught("a completion callback", thread, &thrown,
+                        [&] { done(std::move(result), t); });
+  }
+  if (copy_failed > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    counters_.completed -= copy_failed;
+    counters_.failed += copy_failed;
   }
 
   if (config_.on_batch) {
@@ -206,8 +257,10 @@ void SizeDelayBatcher::Run(Batch& batch) {
     record.requests = n;
     record.inference = elapsed;
     record.ok = error.ok();
-    config_.on_batch(record);
+    record.failure = failure;
+    internal::RunCaught("the batch observer", thread, &thrown, [&] { config_.on_batch(record); });
   }
+  AddThrown(thrown);
 }
 
 void SizeDelayBatcher::Loop() {
@@ -221,11 +274,9 @@ void SizeDelayBatcher::Loop() {
         std::chrono::nanoseconds wait;
         Trigger trigger = Trigger::kTimeout;
         const TimePoint now = config_.now();
-        if (ReadyLocked(now, &wait, &trigger, &dead)) {
-          batch = FormLocked(now, trigger, std::move(dead));
-          dead.clear();
-          break;
-        }
+        bool ready = false;
+        if (!FormCaught(now, &wait, &trigger, dead, batch, &ready)) break;
+        if (ready) break;
         if (!dead.empty()) break;  // answer them outside the lock, then look again
         if (stopping_) return;     // queue_ is empty
         if (wait.count() > 0) {
@@ -240,24 +291,36 @@ void SizeDelayBatcher::Loop() {
   }
 }
 
+bool SizeDelayBatcher::FormCaught(TimePoint now, std::chrono::nanoseconds* wait, Trigger* trigger,
+                                  std::vector<std::pair<Entry, Status>>& dead, Batch& batch,
+                                  bool* ready) {
+  try {
+    *ready = ReadyLocked(now, wait, trigger, &dead);
+    if (*ready) FormLocked(now, *trigger, dead, batch);
+    return true;
+  } catch (...) {
+    // Both leave every row either in queue_ or in dead/batch (see their comments),
+    // so nothing is lost: what was taken runs, the rest waits for the next round.
+    std::string reason;
+    const Status s = internal::StatusFromException("forming a batch", &reason);
+    log::Error("batch forming failed", {{"thread", config_.thread_name}, {"error", s.message()}});
+    return false;
+  }
+}
+
 bool SizeDelayBatcher::RunOnce() {
   if (config_.start_thread) return false;
   std::lock_guard<std::mutex> run_lock(run_mu_);
   Batch batch;
   std::vector<std::pair<Entry, Status>> dead;
-  bool ready;
+  bool ready = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::chrono::nanoseconds wait;
     Trigger trigger = Trigger::kTimeout;
-    const TimePoint now = config_.now();
-    ready = ReadyLocked(now, &wait, &trigger, &dead);
-    if (ready) {
-      batch = FormLocked(now, trigger, std::move(dead));
-      dead.clear();
-    }
+    FormCaught(config_.now(), &wait, &trigger, dead, batch, &ready);
   }
-  const bool did = ready || !dead.empty();
+  const bool did = ready || !dead.empty() || !batch.dead.empty();
   CompleteDead(dead);
   Run(batch);
   return did;

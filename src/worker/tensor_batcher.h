@@ -22,6 +22,9 @@
 // - Expired and cancelled rows are completed with DeadlineExceeded / Cancelled when a
 //   batch is formed, before compute, and never reach the backend.
 //
+// Failures: as TokenBudgetBatcher (an exception from the backend fails that batch
+// with Internal; a throwing completion does not stop the others; both are counted).
+//
 // Threads: as TokenBudgetBatcher. Enqueue(), Stats() and Shutdown() from any thread;
 // backend, callbacks and observer on the inference thread, never under the lock.
 #pragma once
@@ -80,6 +83,12 @@ struct TensorBatcherStats {
   int64_t batch_rows = 0;
   int64_t completed = 0;
   int64_t failed = 0;
+  // Batches failed by an exception on the inference thread (the tensor allocation or
+  // the backend threw, e.g. std::bad_alloc); their rows count in `failed`.
+  int64_t backend_exceptions = 0;
+  // Completion callbacks (and batch observers) that threw; caught and logged, the
+  // batch's other rows were still answered.
+  int64_t callback_exceptions = 0;
   int64_t rejected = 0;
   int64_t expired = 0;
   int64_t cancelled = 0;
@@ -129,9 +138,18 @@ class SizeDelayBatcher {
   // due; if not, sets *wait (0 = until notified).
   bool ReadyLocked(TimePoint now, std::chrono::nanoseconds* wait, Trigger* trigger,
                    std::vector<std::pair<Entry, Status>>* dead);
-  Batch FormLocked(TimePoint now, Trigger trigger, std::vector<std::pair<Entry, Status>> dead);
+  // Moves `dead` and the next batch's rows from queue_ into `batch`. If it throws
+  // (std::bad_alloc), no row has left queue_.
+  void FormLocked(TimePoint now, Trigger trigger, std::vector<std::pair<Entry, Status>>& dead,
+                  Batch& batch);
+  // ReadyLocked, then FormLocked when ready (*ready), catching what they throw: false
+  // if they threw (logged; rows stay queued or in `dead`/`batch`, nothing is lost).
+  bool FormCaught(TimePoint now, std::chrono::nanoseconds* wait, Trigger* trigger,
+                  std::vector<std::pair<Entry, Status>>& dead, Batch& batch, bool* ready);
+  // Never throws: see batcher_common.h.
   void Run(Batch& batch);
   void CompleteDead(std::vector<std::pair<Entry, Status>>& dead);
+  void AddThrown(int64_t thrown);
 
   const TensorBatcherConfig config_;
   const TensorBatchBackend backend_;

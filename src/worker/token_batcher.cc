@@ -116,18 +116,23 @@ bool TokenBudgetBatcher::ReadyLocked(TimePoint now, std::chrono::nanoseconds* wa
   return false;
 }
 
-TokenBudgetBatcher::Batch TokenBudgetBatcher::FormLocked(TimePoint now) {
-  Batch batch;
+void TokenBudgetBatcher::FormLocked(TimePoint now, Batch& batch) {
+  // Exception safety (a push_back may throw std::bad_alloc): every step moves one
+  // thing and then updates the counters, so a throw leaves queue_ and the counters
+  // agreeing, and the head entry's `next > rows_done` tells which of its inputs went
+  // into this batch (see FailFormingLocked).
   int64_t budget_used = 0;  // real tokens, or padded tokens when count_padding
   int64_t longest = 0;
   while (!queue_.empty()) {
     Entry* e = queue_.front().get();
     Status alive = internal::CheckAlive(e->item.deadline, e->item.cancel, now);
     if (!alive.ok()) {
-      queued_tokens_ -= e->tokens_left;
-      queued_inputs_ -= static_cast<int64_t>(e->item.encodings.size() - e->next);
+      const int64_t tokens = e->tokens_left;
+      const auto inputs = static_cast<int64_t>(e->item.encodings.size() - e->next);
       batch.dead.emplace_back(std::move(queue_.front()), std::move(alive));
       queue_.pop_front();
+      queued_tokens_ -= tokens;
+      queued_inputs_ -= inputs;
       continue;
     }
     bool took = false;
@@ -162,10 +167,19 @@ TokenBudgetBatcher::Batch TokenBudgetBatcher::FormLocked(TimePoint now) {
     batch.whole.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
-  return batch;
 }
 
-void TokenBudgetBatcher::Run(Batch& batch) {
+void TokenBudgetBatcher::FailFormingLocked(Batch& batch) {
+  // Inputs of the head request taken into this batch are lost with it; Run() then
+  // fails the whole request, as it does when a part of a split request fails.
+  if (!queue_.empty() && queue_.front()->next > queue_.front()->rows_done) {
+    batch.partial = queue_.front().get();
+  }
+}
+
+void TokenBudgetBatcher::Run(Batch& batch, Status form_error, std::string form_failure) {
+  int64_t thrown = 0;  // completions and the observer that threw
+  const std::string& thread = config_.thread_name;
   // Requests that will never be computed are answered first.
   for (auto& [entry, status] : batch.dead) {
     {
@@ -182,50 +196,90 @@ void TokenBudgetBatcher::Run(Batch& batch) {
         std::chrono::duration_cast<std::chrono::nanoseconds>(config_.now() - entry->enqueued) -
         entry->inference;
     t.batches = entry->batches;
-    Complete(entry->item, std::move(status), t);
+    internal::RunCaught("a completion callback", thread, &thrown,
+                        [&] { Complete(entry->item, std::move(status), t); });
   }
   batch.dead.clear();
-  if (batch.inputs.empty()) return;
+  if (batch.inputs.empty() && batch.whole.empty() && batch.partial == nullptr) {
+    // Nothing was taken (forming failed before the first input, if at all): the
+    // queue is as it was and the next round tries again.
+    if (!form_error.ok()) {
+      log::Error("batch failed", {{"thread", thread}, {"error", form_error.message()}});
+    }
+    AddThrown(thrown);
+    return;
+  }
 
+  // The backend is caller code: whatever it throws fails this batch only.
+  Status error = std::move(form_error);
+  std::string failure = std::move(form_failure);
+  const bool called = error.ok();
+  bool threw = !error.ok();
   const TimePoint start = config_.now();
-  Result<runtime::Tensor> out = backend_(batch.inputs);
+  Result<runtime::Tensor> out = Internal("the backend was not called");
+  if (called) {
+    try {
+      out = backend_(batch.inputs);
+    } catch (...) {
+      error = internal::StatusFromException("inference", &failure);
+      threw = true;
+    }
+  }
   const TimePoint end = config_.now();
-  const auto elapsed = std::chrono::duration_cast<std::chrono::nanoseconds>(end - start);
+  const auto elapsed = called ? std::chrono::duration_cast<std::chrono::nanoseconds>(end - start)
+                              : std::chrono::nanoseconds(0);
   const auto rows = static_cast<int64_t>(batch.inputs.size());
   batch.inputs.clear();
 
-  Status error;
-  if (!out.ok()) {
+  if (!error.ok()) {
+    // Already failed: forming the batch or the backend threw.
+  } else if (!out.ok()) {
     error = out.status();
+    failure = "backend_error";
   } else if (out->dtype() != runtime::DataType::kFloat32 || out->rank() < 1 ||
              out->dim(0) != rows) {
     error = Internal("backend returned " + out->DebugString() + " for a batch of " +
                      std::to_string(rows) + " inputs");
+    failure = "bad_output";
   }
 
-  // Fill rows and charge the batch's time to each request in it once.
+  // Charge the batch's time to each request in it once (a batch that failed while
+  // forming never ran, and its last slot may name an input that stayed queued).
   Entry* previous = nullptr;
-  const int64_t width = error.ok() && rows > 0 ? out->numel() / rows : 0;
-  for (size_t i = 0; i < batch.slots.size(); ++i) {
+  for (size_t i = 0; called && i < batch.slots.size(); ++i) {
     const Batch::Slot& slot = batch.slots[i];
     if (slot.entry != previous) {
       slot.entry->inference += elapsed;
       ++slot.entry->batches;
       previous = slot.entry;
     }
-    if (!error.ok()) continue;
-    const float* src = out->data<float>() + static_cast<int64_t>(i) * width;
-    slot.entry->rows[slot.row].assign(src, src + width);
-    ++slot.entry->rows_done;
+  }
+  // Fill rows; copying a large output can run out of memory too.
+  if (error.ok()) {
+    try {
+      const int64_t width = rows > 0 ? out->numel() / rows : 0;
+      for (size_t i = 0; i < batch.slots.size(); ++i) {
+        const Batch::Slot& slot = batch.slots[i];
+        const float* src = out->data<float>() + static_cast<int64_t>(i) * width;
+        slot.entry->rows[slot.row].assign(src, src + width);
+        ++slot.entry->rows_done;
+      }
+    } catch (...) {
+      error = internal::StatusFromException("copying the batch's output", &failure);
+      threw = true;
+    }
   }
 
   // A split request whose part failed is finished now: take its rest off the queue.
   std::unique_ptr<Entry> failed_partial;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ++counters_.batches;
-    counters_.batch_rows += rows;
-    counters_.batch_tokens += batch.tokens;
+    if (called) {
+      ++counters_.batches;
+      counters_.batch_rows += rows;
+      counters_.batch_tokens += batch.tokens;
+    }
+    if (threw) ++counters_.backend_exceptions;
     const auto whole = static_cast<int64_t>(batch.whole.size());
     if (error.ok()) {
       counters_.completed += whole;
@@ -241,21 +295,33 @@ void TokenBudgetBatcher::Run(Batch& batch) {
       }
     }
   }
-  if (failed_partial) batch.whole.push_back(std::move(failed_partial));
-
-  const TimePoint now = config_.now();
-  for (auto& entry : batch.whole) {
-    BatchTimings t;
-    t.inference = entry->inference;
-    t.queue = std::chrono::duration_cast<std::chrono::nanoseconds>(now - entry->enqueued) -
-              entry->inference;
-    t.batches = entry->batches;
-    if (error.ok()) {
-      Complete(entry->item, std::move(entry->rows), t);
-    } else {
-      Complete(entry->item, error, t);
-    }
+  if (!error.ok()) {
+    log::Error("batch failed",
+               {{"thread", thread},
+                {"reason", failure},
+                {"requests", static_cast<int64_t>(batch.whole.size()) + (failed_partial ? 1 : 0)},
+                {"error", error.message()}});
   }
+
+  // Each completion runs whatever the others do: one that throws is counted and
+  // the rest of the batch is still answered.
+  const TimePoint now = config_.now();
+  auto finish = [&](Entry& entry) {
+    BatchTimings t;
+    t.inference = entry.inference;
+    t.queue = std::chrono::duration_cast<std::chrono::nanoseconds>(now - entry.enqueued) -
+              entry.inference;
+    t.batches = entry.batches;
+    internal::RunCaught("a completion callback", thread, &thrown, [&] {
+      if (error.ok()) {
+        Complete(entry.item, std::move(entry.rows), t);
+      } else {
+        Complete(entry.item, error, t);
+      }
+    });
+  };
+  for (auto& entry : batch.whole) finish(*entry);
+  if (failed_partial) finish(*failed_partial);
   batch.whole.clear();
 
   if (config_.on_batch) {
@@ -265,14 +331,24 @@ void TokenBudgetBatcher::Run(Batch& batch) {
     record.requests = batch.requests;
     record.inference = elapsed;
     record.ok = error.ok();
-    config_.on_batch(record);
+    record.failure = failure;
+    internal::RunCaught("the batch observer", thread, &thrown, [&] { config_.on_batch(record); });
   }
+  AddThrown(thrown);
+}
+
+void TokenBudgetBatcher::AddThrown(int64_t thrown) {
+  if (thrown == 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  counters_.callback_exceptions += thrown;
 }
 
 void TokenBudgetBatcher::Loop() {
   internal::SetCurrentThreadName(config_.thread_name);
   for (;;) {
     Batch batch;
+    Status form_error;
+    std::string failure;
     {
       std::unique_lock<std::mutex> lock(mu_);
       for (;;) {
@@ -285,9 +361,14 @@ void TokenBudgetBatcher::Loop() {
           cv_.wait(lock);
         }
       }
-      batch = FormLocked(config_.now());
+      try {
+        FormLocked(config_.now(), batch);
+      } catch (...) {
+        form_error = internal::StatusFromException("forming a batch", &failure);
+        FailFormingLocked(batch);
+      }
     }
-    Run(batch);
+    Run(batch, std::move(form_error), std::move(failure));
   }
 }
 
@@ -295,14 +376,21 @@ bool TokenBudgetBatcher::RunOnce() {
   if (config_.start_thread) return false;
   std::lock_guard<std::mutex> run_lock(run_mu_);
   Batch batch;
+  Status form_error;
+  std::string failure;
   {
     std::lock_guard<std::mutex> lock(mu_);
     std::chrono::nanoseconds wait;
     const TimePoint now = config_.now();
     if (!ReadyLocked(now, &wait)) return false;
-    batch = FormLocked(now);
+    try {
+      FormLocked(now, batch);
+    } catch (...) {
+      form_error = internal::StatusFromException("forming a batch", &failure);
+      FailFormingLocked(batch);
+    }
   }
-  Run(batch);
+  Run(batch, std::move(form_error), std::move(failure));
   return true;
 }
 

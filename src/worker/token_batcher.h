@@ -30,6 +30,12 @@
 // - Within a batch rows keep FIFO order: padding is set by the longest row, so
 //   reordering inside one batch would not reduce it.
 //
+// Failures: an exception from the backend (std::bad_alloc from a tensor allocation,
+// say) fails that batch's requests with Internal naming it, is counted in
+// backend_exceptions and BatchRecord::failure, and the next batch runs as usual. A
+// completion that throws is counted in callback_exceptions; the batch's other
+// requests are still answered, each `done` exactly once.
+//
 // Threads: Enqueue(), Stats() and Shutdown() may be called from any thread. The
 // backend, the completion callbacks and the observer run on the inference thread (or
 // on the RunOnce() caller), never under the batcher's lock. A callback may call
@@ -98,14 +104,20 @@ struct TokenBatchItem {
 };
 
 struct TokenBatcherStats {
-  int64_t batches = 0;         // backend calls
-  int64_t batch_rows = 0;      // inputs sent to the backend, all batches
-  int64_t batch_tokens = 0;    // real tokens sent to the backend, all batches
-  int64_t completed = 0;       // requests completed with rows
-  int64_t failed = 0;          // requests completed with a backend error
-  int64_t rejected = 0;        // Enqueue() refused: queue full
-  int64_t expired = 0;         // completed with DeadlineExceeded before compute
-  int64_t cancelled = 0;       // completed with Cancelled before compute
+  int64_t batches = 0;       // backend calls
+  int64_t batch_rows = 0;    // inputs sent to the backend, all batches
+  int64_t batch_tokens = 0;  // real tokens sent to the backend, all batches
+  int64_t completed = 0;     // requests completed with rows
+  int64_t failed = 0;        // requests completed with a backend error
+  int64_t rejected = 0;      // Enqueue() refused: queue full
+  int64_t expired = 0;       // completed with DeadlineExceeded before compute
+  int64_t cancelled = 0;     // completed with Cancelled before compute
+  // Batches failed by an exception on the inference thread (the backend threw, e.g.
+  // std::bad_alloc, or copying its output did); their requests count in `failed`.
+  int64_t backend_exceptions = 0;
+  // Completion callbacks (and batch observers) that threw; caught, logged, and the
+  // rest of the batch was still answered.
+  int64_t callback_exceptions = 0;
   int64_t queue_requests = 0;  // requests in the queue now (a split one counts)
   int64_t queue_tokens = 0;    // tokens in the queue now, not yet in a batch
 };
@@ -147,8 +159,15 @@ class TokenBudgetBatcher {
   void Loop();
   // True when a batch should be formed now; otherwise sets *wait (0 = until notified).
   bool ReadyLocked(TimePoint now, std::chrono::nanoseconds* wait) const;
-  Batch FormLocked(TimePoint now);
-  void Run(Batch& batch);
+  // Moves the next batch from queue_ into `batch`. If it throws, `batch` holds what
+  // was taken so far and FailFormingLocked() marks the head request it split.
+  void FormLocked(TimePoint now, Batch& batch);
+  void FailFormingLocked(Batch& batch);
+  // Calls the backend (unless form_error is set, which then fails the batch, with
+  // form_failure as its BatchRecord::failure) and completes the batch's requests.
+  // Never throws: see batcher_common.h.
+  void Run(Batch& batch, Status form_error = OkStatus(), std::string form_failure = "");
+  void AddThrown(int64_t thrown);
   int64_t CostOf(const runtime::Encoding& e) const;
 
   const TokenBatcherConfig config_;

@@ -26,6 +26,10 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& r)
                              metrics::ExponentialBuckets(1, 2, 10))),
       batch_tokens(r.Histogram("infermesh_batch_tokens", "Real tokens per text batch", {"model"},
                                metrics::ExponentialBuckets(16, 2, 12))),
+      batch_failures(r.Counter("infermesh_batch_failures_total",
+                               "Batches whose requests were answered with an error, by reason "
+                               "(backend_error, bad_output, out_of_memory, exception)",
+                               {"model", "reason"})),
       model_ready(
           r.Gauge("infermesh_model_ready", "1 when the model is loaded and warmed", {"model"})),
       model_load_seconds(
@@ -43,10 +47,11 @@ void WorkerMetrics::ObserveBatch(const std::string& model, const BatchRecord& b)
   batch_size.WithLabels({model}).Observe(double(b.rows));
   if (b.tokens > 0) batch_tokens.WithLabels({model}).Observe(double(b.tokens));
   inference_seconds.WithLabels({model}).Observe(std::chrono::duration<double>(b.inference).count());
+  if (!b.ok) batch_failures.WithLabels({model, b.failure.empty() ? "unknown" : b.failure}).Inc();
 }
 
 void WorkerMetrics::BindGauges(std::function<LruCacheStats()> cache,
-                               std::function<ThreadPoolStats()> tokenize,
+                               const std::vector<std::function<ThreadPoolStats()>>& pools,
                                std::function<double()> in_flight) {
   if (cache) {
     auto stat = [cache](uint64_t LruCacheStats::*field) {
@@ -65,18 +70,29 @@ void WorkerMetrics::BindGauges(std::function<LruCacheStats()> cache,
     bindings_.push_back(registry_.CallbackGauge("infermesh_cache_entries", "Entries in the cache")
                             .Bind(stat(&LruCacheStats::entries)));
   }
-  auto pool = [tokenize](auto field) {
-    return [tokenize, field] { return double(tokenize().*field); };
-  };
-  bindings_.push_back(
-      registry_.CallbackGauge("infermesh_thread_pool_workers", "Threads in the pool", {"pool"})
-          .Bind({"tokenize"}, pool(&ThreadPoolStats::workers)));
-  bindings_.push_back(
-      registry_.CallbackGauge("infermesh_thread_pool_active", "Tasks running in the pool", {"pool"})
-          .Bind({"tokenize"}, pool(&ThreadPoolStats::active)));
-  bindings_.push_back(
-      registry_.CallbackGauge("infermesh_thread_pool_queued", "Tasks waiting in the pool", {"pool"})
-          .Bind({"tokenize"}, pool(&ThreadPoolStats::queued)));
+  for (const auto& stats : pools) {
+    const std::string name = stats().name;
+    auto field = [stats](auto member) {
+      return [stats, member] { return double(stats().*member); };
+    };
+    bindings_.push_back(
+        registry_.CallbackGauge("infermesh_thread_pool_workers", "Threads in the pool", {"pool"})
+            .Bind({name}, field(&ThreadPoolStats::workers)));
+    bindings_.push_back(
+        registry_
+            .CallbackGauge("infermesh_thread_pool_active", "Tasks running in the pool", {"pool"})
+            .Bind({name}, field(&ThreadPoolStats::active)));
+    bindings_.push_back(
+        registry_
+            .CallbackGauge("infermesh_thread_pool_queued", "Tasks waiting in the pool", {"pool"})
+            .Bind({name}, field(&ThreadPoolStats::queued)));
+    bindings_.push_back(
+        registry_
+            .CallbackCounter("infermesh_thread_pool_task_failures_total",
+                             "Pool tasks that threw (caught and logged; the pool went on)",
+                             {"pool"})
+            .Bind({name}, field(&ThreadPoolStats::failed)));
+  }
   bindings_.push_back(
       registry_.CallbackGauge("infermesh_requests_in_flight", "Admitted requests not yet answered")
           .Bind(std::move(in_flight)));
@@ -87,6 +103,16 @@ void WorkerMetrics::BindQueue(const std::string& model, std::function<double()> 
                           .CallbackGauge("infermesh_queue_requests",
                                          "Requests waiting in the model's batcher", {"model"})
                           .Bind({model}, std::move(depth)));
+}
+
+void WorkerMetrics::BindCompletionExceptions(const std::string& model,
+                                             std::function<double()> thrown) {
+  bindings_.push_back(registry_
+                          .CallbackCounter("infermesh_completion_exceptions_total",
+                                           "Completion callbacks that threw on the model's "
+                                           "inference thread (caught; the batch went on)",
+                                           {"model"})
+                          .Bind({model}, std::move(thrown)));
 }
 
 void WorkerMetrics::Unbind() { bindings_.clear(); }

@@ -23,11 +23,17 @@ class WorkerMetrics {
   explicit WorkerMetrics(metrics::Registry& registry);
 
   void ObserveRequest(const std::string& route, int status, std::chrono::nanoseconds d);
+  // Histograms for every batch; a failed one (!b.ok) also counts in batch_failures
+  // under b.failure.
   void ObserveBatch(const std::string& model, const BatchRecord& b);
-  // Scrape-time gauges; `cache` may be empty when the cache is off.
-  void BindGauges(std::function<LruCacheStats()> cache, std::function<ThreadPoolStats()> tokenize,
+  // Scrape-time gauges; `cache` may be empty when the cache is off. Each pool is
+  // labelled with the name its Stats() reports.
+  void BindGauges(std::function<LruCacheStats()> cache,
+                  const std::vector<std::function<ThreadPoolStats()>>& pools,
                   std::function<double()> in_flight);
   void BindQueue(const std::string& model, std::function<double()> depth);
+  // The model's batcher's callback_exceptions, read at scrape time.
+  void BindCompletionExceptions(const std::string& model, std::function<double()> thrown);
   // Drops every scrape-time binding (before the objects they read are destroyed).
   void Unbind();
 
@@ -39,6 +45,7 @@ class WorkerMetrics {
   metrics::HistogramFamily& inference_seconds;
   metrics::HistogramFamily& batch_size;
   metrics::HistogramFamily& batch_tokens;
+  metrics::CounterFamily& batch_failures;
   metrics::GaugeFamily& model_ready;
   metrics::GaugeFamily& model_load_seconds;
   metrics::GaugeFamily& ready;

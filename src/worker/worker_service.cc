@@ -201,18 +201,22 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
       impl->tensor_models.emplace(name, std::move(tm));
     }
   }
-  impl->metrics->BindGauges(
-      impl->cache.get() ? [c = impl->cache.get()] { return c->Stats(); }
-                        : std::function<LruCacheStats()>(),
-      [p = impl->tokenize_pool.get()] { return p->Stats(); },
-      [i = impl.get()] { return double(i->in_flight.load()); });
+  impl->metrics->BindGauges(impl->cache.get() ? [c = impl->cache.get()] { return c->Stats(); }
+                                              : std::function<LruCacheStats()>(),
+                            {[p = impl->tokenize_pool.get()] { return p->Stats(); },
+                             [p = impl->kserve_pool.get()] { return p->Stats(); }},
+                            [i = impl.get()] { return double(i->in_flight.load()); });
   for (auto& [name, tm] : impl->text_models) {
     auto* b = tm.batcher.get();
     impl->metrics->BindQueue(name, [b] { return double(b->Stats().queue_requests); });
+    impl->metrics->BindCompletionExceptions(name,
+                                            [b] { return double(b->Stats().callback_exceptions); });
   }
   for (auto& [name, tm] : impl->tensor_models) {
     auto* b = tm.batcher.get();
     impl->metrics->BindQueue(name, [b] { return double(b->Stats().queue_requests); });
+    impl->metrics->BindCompletionExceptions(name,
+                                            [b] { return double(b->Stats().callback_exceptions); });
   }
 
   auto router = std::make_shared<http::Router>();
