@@ -18,6 +18,9 @@ thread count: bench/runtime/runtime_runner (ours) and bench/runtime/ort_runner.m
   d_mlp_b1/_b32      the MLP at batch 1 and 32                                 rows/s
   a_uniform_reduced  case a with our model in int8; the peer stays fp32        tokens/s
   a_uniform_bf16     case a with our model in bf16 (for comparison, no target) tokens/s
+  hf_*               cases a, b, c and a_uniform_reduced on hf-bge-small, a bge-small
+                     exported from Hugging Face-style modeling code (make_hf_encoders.py)
+  hf_graph_a_uniform hf_a_uniform with our fused encoder off (the generic graph path)
 
 speedup = peer time / our time for the same work (> 1: we are faster).
 fraction_of_peak = our GFLOP/s / the sgemm peak at the case's thread count, where our
@@ -48,6 +51,8 @@ ORT_RUNNER = os.path.join(ROOT, "bench", "runtime", "ort_runner.mjs")
 MAKE_FIXTURES = os.path.join(ROOT, "tests", "fixtures", "make_encoders.py")
 REFERENCE_PYTHON = "/usr/bin/python3"
 ENCODER = "bge-small-op14"
+HF_ENCODER = "hf-bge-small"
+MAKE_HF_FIXTURES = os.path.join(ROOT, "tests", "fixtures", "make_hf_encoders.py")
 MLP = "mlp.onnx"
 
 # name: inputs, our precision, and the targets that count (threads=2 rows only).
@@ -64,6 +69,19 @@ CASES = {
                               targets={"speedup": 2.5}),
     # The other reduced mode, for comparison (no target of its own).
     "a_uniform_bf16": dict(kind="encoder", inputs="a_uniform", precision="bf16", targets={}),
+    # The same on a bge-small shaped like the files users download (Hugging Face's
+    # modeling code, torch.onnx.export: tests/fixtures/make_hf_encoders.py), and that
+    # model on the generic graph path (fused encoder off).
+    "hf_a_uniform": dict(kind="encoder", model="hf", inputs="a_uniform", precision="fp32",
+                         targets={"speedup": 1.3, "fraction_of_peak": 0.85}),
+    "hf_b_latency": dict(kind="encoder", model="hf", inputs="b_latency", precision="fp32",
+                         targets={"speedup": 1.25}),
+    "hf_c_mixed": dict(kind="encoder", model="hf", inputs="c_mixed", precision="fp32",
+                       targets={"speedup": 2.0}),
+    "hf_a_uniform_reduced": dict(kind="encoder", model="hf", inputs="a_uniform",
+                                 precision="int8", targets={"speedup": 2.5}),
+    "hf_graph_a_uniform": dict(kind="encoder", model="hf", engine="graph", inputs="a_uniform",
+                               precision="fp32", targets={"speedup": 1.0}),
 }
 TARGET_THREADS = 2
 MIN_FP32_COSINE = 0.9999
@@ -211,12 +229,15 @@ def parse_args(argv):
 def measure_case(args, name, threads, inputs, fixtures):
     case = CASES[name]
     if case["kind"] == "encoder":
-        model = ["--model", os.path.join(fixtures, ENCODER)]
+        model = ["--model", os.path.join(fixtures,
+                                         HF_ENCODER if case.get("model") == "hf" else ENCODER)]
     else:
         model = ["--onnx", os.path.join(fixtures, MLP)]
     common = model + ["--inputs", inputs[case["inputs"]], "--threads", str(threads),
                       "--seconds", str(args.seconds)]
     ours_cmd = [args.runner] + common + ["--precision", case["precision"]]
+    if case.get("engine"):
+        ours_cmd += ["--engine", case["engine"]]
     peer_cmd = ["node", ORT_RUNNER] + common
     # A case whose single run takes longer than --seconds (c_mixed at about 3 s) already
     # times at least 5 runs per process (2 warm-up, 3 timed); repeating it adds minutes
@@ -325,6 +346,9 @@ def main():
     t_start = time.time()
     subprocess.run([REFERENCE_PYTHON, MAKE_FIXTURES, "--out", args.fixtures,
                     "--only", "bge-small,mlp"], check=True, stdout=subprocess.DEVNULL)
+    if any(CASES[c].get("model") == "hf" for c in args.cases):
+        subprocess.run([REFERENCE_PYTHON, MAKE_HF_FIXTURES, "--out", args.fixtures,
+                        "--only", HF_ENCODER], check=True, stdout=subprocess.DEVNULL)
     encoder_dir = os.path.join(args.fixtures, ENCODER)
     enc_flops, _ = gemm_flops_per_item(os.path.join(encoder_dir, "onnx", "model.onnx"))
     if enc_flops is None:

@@ -4,6 +4,8 @@
 //
 //   runtime_runner --gemm-peak --threads 2 [--seconds 1.5]
 //   runtime_runner --model DIR --inputs seqs.txt --threads 2 --precision bf16 --seconds 3
+//   runtime_runner --model DIR --inputs seqs.txt --threads 2 --engine graph   (no fused encoder;
+//                  unfused: no graph fusions either)
 //   runtime_runner --onnx mlp.onnx --inputs rows.txt --threads 1 --seconds 3
 //
 // Input files are text, one item per line: the encoder's token ids of one sequence
@@ -47,6 +49,8 @@ struct Options {
   std::string inputs;
   int threads = 1;
   std::string precision = "fp32";
+  bool fused = true;         // --engine graph turns the fused encoder off
+  bool graph_fusion = true;  // --engine unfused also turns off the graph fusions
   double seconds = 3.0;
 };
 
@@ -156,6 +160,8 @@ Result<boost::json::object> RunEncoder(const Options& o) {
   rt::SessionOptions so;
   so.intra_op_threads = o.threads;
   IM_ASSIGN_OR_RETURN(so.precision, rt::ParsePrecision(o.precision));
+  so.fused_encoder = o.fused;
+  so.graph_fusion = o.graph_fusion;
   IM_ASSIGN_OR_RETURN(auto seqs, ReadLines<int64_t>(o.inputs));
   IM_ASSIGN_OR_RETURN(auto model, rt::EmbeddingModel::Load(o.model_dir, so));
 
@@ -192,6 +198,7 @@ Result<boost::json::object> RunEncoder(const Options& o) {
 Result<boost::json::object> RunTensorModel(const Options& o) {
   rt::SessionOptions so;
   so.intra_op_threads = o.threads;
+  so.graph_fusion = o.graph_fusion;
   IM_ASSIGN_OR_RETURN(auto rows, ReadLines<float>(o.inputs));
   IM_ASSIGN_OR_RETURN(auto session, rt::Session::Load(o.onnx, so));
   if (session->inputs().size() != 1) return InvalidArgument("tensor mode wants one graph input");
@@ -223,7 +230,7 @@ Result<boost::json::object> RunTensorModel(const Options& o) {
 void Usage() {
   std::cerr << "usage: runtime_runner --gemm-peak --threads N [--seconds S]\n"
                "       runtime_runner --model DIR --inputs FILE --threads N "
-               "[--precision fp32|bf16] [--seconds S]\n"
+               "[--precision fp32|bf16|int8] [--engine auto|graph|unfused] [--seconds S]\n"
                "       runtime_runner --onnx FILE --inputs FILE --threads N [--seconds S]\n";
 }
 
@@ -248,6 +255,12 @@ Result<Options> ParseArgs(int argc, char** argv) {
       o.threads = std::atoi(value.c_str());
     } else if (arg == "--precision") {
       o.precision = value;
+    } else if (arg == "--engine") {
+      if (value != "auto" && value != "graph" && value != "unfused") {
+        return InvalidArgument("--engine must be auto, graph or unfused, not '" + value + "'");
+      }
+      o.fused = value == "auto";
+      o.graph_fusion = value != "unfused";
     } else if (arg == "--seconds") {
       o.seconds = std::atof(value.c_str());
       seconds_given = true;

@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "core/config.h"
+#include "runtime/graph_fusion.h"
 #include "runtime/kernel.h"
 #include "runtime/memory_pool.h"
 #include "runtime/onnx_tensor.h"
@@ -24,19 +25,12 @@ constexpr int kMaxOpset = 18;
 // Cached freed buffers per session; beyond this they return to the system.
 constexpr size_t kPoolBytes = size_t{1} << 30;
 
-struct PlannedNode {
-  std::string name;
-  std::string op_type;
-  std::unique_ptr<Kernel> kernel;
-  std::vector<int> inputs;   // value ids; -1 for omitted optional inputs
-  std::vector<int> outputs;  // value ids; -1 for omitted outputs
-  std::vector<int> release;  // values whose last use is this node
-};
-
 class GraphSession final : public Session {
  public:
   const std::vector<ValueInfo>& inputs() const override { return inputs_; }
   const std::vector<ValueInfo>& outputs() const override { return outputs_; }
+  FusionCounts fusions() const override { return fusions_; }
+  size_t planned_nodes() const override { return nodes_.size(); }
   Result<std::vector<Tensor>> Run(
       const std::vector<std::pair<std::string, Tensor>>& inputs) const override;
 
@@ -63,6 +57,7 @@ class GraphSession final : public Session {
   std::vector<DataType> value_types_;
   std::vector<std::optional<Tensor>> constants_;
   std::vector<PlannedNode> nodes_;
+  FusionCounts fusions_;
   std::unique_ptr<IntraOpPool> pool_;
   std::shared_ptr<BufferPool> buffers_;
 };
@@ -246,6 +241,7 @@ Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
     info.opset = opset_it->second;
     info.num_outputs = static_cast<size_t>(proto.output_size());
     PlannedNode planned;
+    planned.proto = &proto;
     planned.name = info.name;
     planned.op_type = info.op_type;
     bool all_const = true;
@@ -334,6 +330,24 @@ Status GraphSession::Build(onnx::ModelProto& model, const std::string& base_dir,
     output_ids_.push_back(it->second);
     outputs_.push_back(std::move(info));
   }
+
+  if (options.graph_fusion) {
+    IM_ASSIGN_OR_RETURN(fusions_,
+                        FuseGraph(nodes_, constants_, value_types_, output_ids_, pool_->threads()));
+    // Constants only the fused kernels read (now packed inside them) are dropped, so
+    // that weights are held once.
+    std::vector<bool> read(constants_.size(), false);
+    for (const auto& n : nodes_) {
+      for (int id : n.inputs) {
+        if (id >= 0) read[static_cast<size_t>(id)] = true;
+      }
+    }
+    for (int id : output_ids_) read[static_cast<size_t>(id)] = true;
+    for (size_t v = 0; v < constants_.size(); ++v) {
+      if (!read[v]) constants_[v].reset();
+    }
+  }
+  for (auto& n : nodes_) n.proto = nullptr;
 
   // Memory plan: each value is released after the last node that reads it.
   std::vector<int> last_use(value_names_.size(), -1);

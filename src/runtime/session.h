@@ -50,6 +50,10 @@ struct SessionOptions {
   // EmbeddingModel runs BERT-family encoders through the fused packed-sequence path
   // (runtime/encoder/) when the graph allows it; false forces the generic graph.
   bool fused_encoder = true;
+  // The generic executor replaces matching node groups by fused kernels (MatMul+bias
+  // +GELU, residual+LayerNorm, scale+mask+Softmax; runtime/graph_fusion.h); false
+  // runs every node as written.
+  bool graph_fusion = true;
   // Model files larger than this are rejected before reading (protobuf's own
   // ceiling is 2 GiB; larger weights must use external data).
   int64_t max_model_bytes = int64_t{2} << 30;
@@ -58,6 +62,17 @@ struct SessionOptions {
 // Reads the runtime.* configuration keys (threads, model size limit, precision,
 // fused encoder) into `options`; InvalidArgument names a bad value.
 Status ReadRuntimeConfig(const Config& config, SessionOptions* options);
+
+// What the generic executor's graph fusions (runtime/graph_fusion.h) did to a model.
+struct FusionCounts {
+  int linear = 0;      // MatMul/Gemm groups made Linear
+  int bias = 0;        // of which with a bias Add folded in
+  int gelu = 0;        // erf-GELU chains fused (into a Linear, or alone)
+  int layer_norm = 0;  // LayerNorm groups
+  int skip = 0;        // of which with a residual Add folded in
+  int softmax = 0;     // ScaledMaskedSoftmax groups
+  int removed = 0;     // nodes removed in all
+};
 
 // A graph input or output as declared by the model.
 struct ValueInfo {
@@ -92,6 +107,10 @@ class Session {
 
   virtual const std::vector<ValueInfo>& inputs() const = 0;
   virtual const std::vector<ValueInfo>& outputs() const = 0;
+  // The graph fusions applied at load (all zero with graph_fusion off).
+  virtual FusionCounts fusions() const { return {}; }
+  // Nodes in the execution plan (after folding and fusion).
+  virtual size_t planned_nodes() const { return 0; }
 
   // Runs the graph. Inputs are matched by name; each is checked against the
   // declared data type, rank and static dimensions. Returns the graph outputs in

@@ -151,6 +151,21 @@ TEST_P(EncoderParity, MatchesPyTorchAndOnnxRuntime) {
   auto session = LoadModel(model.string());
   ASSERT_TRUE(session.ok()) << "Session::Load(" << model << "): " << session.status().ToString();
   std::printf("  load: %.0f ms\n", MillisecondsSince(t0));
+  const FusionCounts f = (*session)->fusions();
+  std::printf("  fusions: %d linear (%d bias, %d gelu), %d layer norm (%d residual), %d softmax\n",
+              f.linear, f.bias, f.gelu, f.layer_norm, f.skip, f.softmax);
+  const std::string name = GetParam().name;
+  if (name.starts_with("hf_")) {
+    // Hugging Face-shaped encoders: every linear layer and norm is fused on the graph
+    // path too, and BERT's attention softmax (MPNet adds its position bias first).
+    EXPECT_GT(f.linear, 0);
+    EXPECT_EQ(f.linear, f.bias);
+    EXPECT_GT(f.gelu, 0);
+    EXPECT_GT(f.layer_norm, 0);
+    if (name.find("mpnet") == std::string::npos) {
+      EXPECT_GT(f.softmax, 0);
+    }
+  }
   const auto& declared = (*session)->inputs();
 
   const auto sets = DataSets(model.parent_path());
