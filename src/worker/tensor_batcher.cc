@@ -138,8 +138,10 @@ void SizeDelayBatcher::CompleteDead(std::vector<std::pair<Entry, Status>>& dead)
     BatchTimings t;
     t.queue = Nanos(now - entry.enqueued);
     auto done = std::move(entry.item.done);
+    // Moved out here: clang before 16 cannot capture a structured binding.
+    Result<std::vector<float>> result = std::move(status);
     internal::RunCaught("a completion callback", config_.thread_name, &thrown,
-                        [&] { done(std::move(status), t); });
+                        [&] { done(std::move(result), t); });
   }
   dead.clear();
   AddThrown(thrown);
@@ -231,17 +233,18 @@ void SizeDelayBatcher::Run(Batch& batch) {
     t.queue = Nanos(now - entry.enqueued) - elapsed;
     t.batches = 1;
     auto done = std::move(entry.item.done);
-    Result<std::vector<float>> result = error;
-    if (error.ok()) {
+    auto answer = [&]() -> Result<std::vector<float>> {
+      if (!error.ok()) return error;
       try {
         const float* src = out->data<float>() + i * out_width;
-        result = std::vector<float>(src, src + out_width);
+        return std::vector<float>(src, src + out_width);
       } catch (...) {
         std::string ignored;
-        result = internal::StatusFromException("copying the batch's output", &ignored);
         ++copy_failed;
+        return internal::StatusFromException("copying the batch's output", &ignored);
       }
-    }
+    };
+    Result<std::vector<float>> result = answer();
     internal::RunCaught("a completion callback", thread, &thrown,
                         [&] { done(std::move(result), t); });
   }

@@ -181,7 +181,10 @@ void TokenBudgetBatcher::Run(Batch& batch, Status form_error, std::string form_f
   int64_t thrown = 0;  // completions and the observer that threw
   const std::string& thread = config_.thread_name;
   // Requests that will never be computed are answered first.
-  for (auto& [entry, status] : batch.dead) {
+  for (auto& dead : batch.dead) {
+    // Not a structured binding: clang before 16 cannot capture one in the lambda.
+    Entry& entry = *dead.first;
+    Status& status = dead.second;
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (status.code() == StatusCode::kCancelled) {
@@ -191,13 +194,12 @@ void TokenBudgetBatcher::Run(Batch& batch, Status form_error, std::string form_f
       }
     }
     BatchTimings t;
-    t.inference = entry->inference;
-    t.queue =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(config_.now() - entry->enqueued) -
-        entry->inference;
-    t.batches = entry->batches;
+    t.inference = entry.inference;
+    t.queue = std::chrono::duration_cast<std::chrono::nanoseconds>(config_.now() - entry.enqueued) -
+              entry.inference;
+    t.batches = entry.batches;
     internal::RunCaught("a completion callback", thread, &thrown,
-                        [&] { Complete(entry->item, std::move(status), t); });
+                        [&] { Complete(entry.item, std::move(status), t); });
   }
   batch.dead.clear();
   if (batch.inputs.empty() && batch.whole.empty() && batch.partial == nullptr) {
