@@ -163,7 +163,11 @@ Result<boost::json::object> RunEncoder(const Options& o) {
   so.fused_encoder = o.fused;
   so.graph_fusion = o.graph_fusion;
   IM_ASSIGN_OR_RETURN(auto seqs, ReadLines<int64_t>(o.inputs));
+  const auto load_start = std::chrono::steady_clock::now();
   IM_ASSIGN_OR_RETURN(auto model, rt::EmbeddingModel::Load(o.model_dir, so));
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start)
+          .count();
 
   std::vector<rt::Encoding> encodings(seqs.size());
   int64_t tokens = 0;
@@ -187,6 +191,9 @@ Result<boost::json::object> RunEncoder(const Options& o) {
   // What the model actually runs: the fused encoder or the generic graph, and the
   // precision in use (a request for bf16 falls back to fp32 without AVX512-BF16).
   j["engine"] = model->fused_encoder() != nullptr ? "fused" : "graph";
+  // EmbeddingModel::Load, wall clock: read, parse, build, extract, check, pack.
+  j["load_ms"] = load_ms;
+  j["weight_bytes"] = model->weight_bytes();
   j["precision"] = rt::PrecisionName(model->precision());
   j["precision_requested"] = rt::PrecisionName(*so.precision);
   j["batch"] = static_cast<int64_t>(encodings.size());

@@ -459,6 +459,7 @@ Status FuseLinears(Plan& plan, size_t count, int threads, FusionCounts* counts) 
     fused.inputs = {mm.inputs[0]};
     fused.outputs = {out};
     counts->linear++;
+    counts->packed_bytes += kind->packed_bytes() + static_cast<size_t>(n) * sizeof(float);
     if (bias) counts->bias++;
     if (!gelu.empty()) counts->gelu++;
     plan.Replace(group, last, std::move(fused));
@@ -578,6 +579,7 @@ Status FuseLayerNorms(Plan& plan, size_t count, int threads, FusionCounts* count
     fused.inputs = inputs;
     fused.outputs = {m->output};
     counts->layer_norm++;
+    counts->packed_bytes += 2 * static_cast<size_t>(g->numel()) * sizeof(float);
     plan.Replace(m->group, m->last, std::move(fused));
   }
   return OkStatus();

@@ -140,10 +140,17 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
   // the fused encoder (below) reads its weights from the same one.
   IM_ASSIGN_OR_RETURN(auto proto, Session::ReadModel(onnx_path.string(), options));
   {
-    auto session = Session::LoadFromProto(*proto, onnx_path.parent_path().string(), options);
+    // While the fused encoder may still take over, the graph is built without its
+    // fusions: it only serves the load-time check, and packing its weights would be
+    // wasted work (it is rebuilt with them if the fused encoder is refused).
+    SessionOptions first = options;
+    if (options.fused_encoder) first.graph_fusion = false;
+    auto session = Session::LoadFromProto(*proto, onnx_path.parent_path().string(), first);
     if (!session.ok()) return session.status().WithContext(onnx_path.string());
     model->session_ = std::move(session).value();
   }
+  model->graph_inputs_ = model->session_->inputs();
+  model->graph_outputs_ = model->session_->outputs();
   bool has_ids = false;
   for (const auto& in : model->session_->inputs()) {
     if (in.name == "input_ids") {
@@ -192,11 +199,18 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
   if (opts.fused_encoder) {
     Status st = model->TryFusedEncoder(*proto, onnx_path.parent_path().string(), opts, heads_hint,
                                        roberta_positions);
-    proto.reset();
     if (!st.ok()) {
       log::Info("fused encoder not used; running the ONNX graph",
                 {{"model", dir}, {"reason", st.ToString()}});
+      if (options.graph_fusion) {
+        auto fused = Session::LoadFromProto(*proto, onnx_path.parent_path().string(), options);
+        if (!fused.ok()) return fused.status().WithContext(onnx_path.string());
+        model->session_ = std::move(fused).value();
+      }
+    } else {
+      model->session_.reset();  // the graph's weights: the encoder holds its own
     }
+    proto.reset();
   }
   if (opts.precision.value_or(Precision::kFp32) != model->precision_) {
     log::Warn("requested precision not available; running float32",
@@ -338,6 +352,11 @@ Result<Encoding> EmbeddingModel::Tokenize(std::string_view text,
   return e;
 }
 
+size_t EmbeddingModel::weight_bytes() const {
+  if (encoder_) return encoder_->weight_bytes();
+  return session_ ? session_->weight_bytes() : 0;
+}
+
 Result<Tensor> EmbeddingModel::EmbedEncodings(const std::vector<Encoding>& encodings,
                                               bool normalize) const {
   if (encodings.empty()) return InvalidArgument("empty batch");
@@ -396,6 +415,9 @@ Result<Tensor> EmbeddingModel::EmbedFused(const std::vector<Encoding>& encodings
 
 Result<Tensor> EmbeddingModel::RunGraph(const std::vector<Encoding>& encodings) const {
   if (encodings.empty()) return InvalidArgument("empty batch");
+  if (!session_) {
+    return FailedPrecondition("the ONNX graph was released; this model runs the fused encoder");
+  }
   const int64_t batch = static_cast<int64_t>(encodings.size());
   int64_t seq = 0;
   for (const auto& e : encodings) seq = std::max<int64_t>(seq, static_cast<int64_t>(e.ids.size()));

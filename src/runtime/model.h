@@ -55,7 +55,14 @@ class EmbeddingModel {
   Pooling pooling() const { return pooling_; }
   bool normalize_by_default() const { return normalize_; }
   const Tokenizer& tokenizer() const { return *tokenizer_; }
-  const Session& session() const { return *session_; }
+  // The ONNX graph's session; null once the fused encoder has taken over (its weights
+  // are released then, so the model holds them once).
+  const Session* session() const { return session_.get(); }
+  // The graph's declared inputs and outputs (kept when the graph itself is released).
+  const std::vector<ValueInfo>& graph_inputs() const { return graph_inputs_; }
+  const std::vector<ValueInfo>& graph_outputs() const { return graph_outputs_; }
+  // Bytes of weights this model holds, on whichever path it runs.
+  size_t weight_bytes() const;
   // The fused encoder path, when this model uses it (null: the generic graph runs).
   const encoder::FusedEncoder* fused_encoder() const { return encoder_.get(); }
   // The precision actually in use ("fp32" or "bf16").
@@ -68,6 +75,7 @@ class EmbeddingModel {
  private:
   std::unique_ptr<Tokenizer> tokenizer_;
   std::unique_ptr<Session> session_;
+  std::vector<ValueInfo> graph_inputs_, graph_outputs_;
   std::unique_ptr<encoder::FusedEncoder> encoder_;
   Precision precision_ = Precision::kFp32;
   Pooling pooling_ = Pooling::kCls;

@@ -31,6 +31,13 @@ class GraphSession final : public Session {
   const std::vector<ValueInfo>& outputs() const override { return outputs_; }
   FusionCounts fusions() const override { return fusions_; }
   size_t planned_nodes() const override { return nodes_.size(); }
+  size_t weight_bytes() const override {
+    size_t bytes = fusions_.packed_bytes;
+    for (const auto& c : constants_) {
+      if (c) bytes += c->nbytes();
+    }
+    return bytes;
+  }
   Result<std::vector<Tensor>> Run(
       const std::vector<std::pair<std::string, Tensor>>& inputs) const override;
 

@@ -65,13 +65,14 @@ Status ReadRuntimeConfig(const Config& config, SessionOptions* options);
 
 // What the generic executor's graph fusions (runtime/graph_fusion.h) did to a model.
 struct FusionCounts {
-  int linear = 0;      // MatMul/Gemm groups made Linear
-  int bias = 0;        // of which with a bias Add folded in
-  int gelu = 0;        // erf-GELU chains fused (into a Linear, or alone)
-  int layer_norm = 0;  // LayerNorm groups
-  int skip = 0;        // of which with a residual Add folded in
-  int softmax = 0;     // ScaledMaskedSoftmax groups
-  int removed = 0;     // nodes removed in all
+  int linear = 0;           // MatMul/Gemm groups made Linear
+  int bias = 0;             // of which with a bias Add folded in
+  int gelu = 0;             // erf-GELU chains fused (into a Linear, or alone)
+  int layer_norm = 0;       // LayerNorm groups
+  int skip = 0;             // of which with a residual Add folded in
+  int softmax = 0;          // ScaledMaskedSoftmax groups
+  int removed = 0;          // nodes removed in all
+  size_t packed_bytes = 0;  // weights the fused kernels hold (packed at load)
 };
 
 // A graph input or output as declared by the model.
@@ -111,6 +112,8 @@ class Session {
   virtual FusionCounts fusions() const { return {}; }
   // Nodes in the execution plan (after folding and fusion).
   virtual size_t planned_nodes() const { return 0; }
+  // Bytes of weights and constants the session holds (fused kernels' included).
+  virtual size_t weight_bytes() const { return 0; }
 
   // Runs the graph. Inputs are matched by name; each is checked against the
   // declared data type, rank and static dimensions. Returns the graph outputs in

@@ -39,9 +39,15 @@ struct ModelEntry {
   int64_t feature_size = 0;
 
   bool ok() const { return status.ok(); }
-  // The session that runs this model (the text model's or the tensor model's).
-  const runtime::Session* runtime_session() const {
-    return text ? &text->session() : session.get();
+  // The declared graph inputs and outputs (the text model's or the tensor model's);
+  // empty when the model failed to load.
+  const std::vector<runtime::ValueInfo>& graph_inputs() const {
+    static const std::vector<runtime::ValueInfo> kNone;
+    return text ? text->graph_inputs() : session ? session->inputs() : kNone;
+  }
+  const std::vector<runtime::ValueInfo>& graph_outputs() const {
+    static const std::vector<runtime::ValueInfo> kNone;
+    return text ? text->graph_outputs() : session ? session->outputs() : kNone;
   }
 };
 

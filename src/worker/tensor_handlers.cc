@@ -150,17 +150,15 @@ void WorkerService::Impl::HandleKServeModel(Request& req, Responder responder, b
   http::api::KServeModelMetadata md;
   md.name = m->name;
   md.versions = {m->version};
-  if (const runtime::Session* s = m->runtime_session()) {
-    auto describe = [](const runtime::ValueInfo& v) {
-      http::api::KServeTensorMetadata t;
-      t.name = v.name;
-      t.datatype = KServeTypeName(v.dtype);
-      t.shape = v.shape;
-      return t;
-    };
-    for (const auto& in : s->inputs()) md.inputs.push_back(describe(in));
-    for (const auto& out : s->outputs()) md.outputs.push_back(describe(out));
-  }
+  auto describe = [](const runtime::ValueInfo& v) {
+    http::api::KServeTensorMetadata t;
+    t.name = v.name;
+    t.datatype = KServeTypeName(v.dtype);
+    t.shape = v.shape;
+    return t;
+  };
+  for (const auto& in : m->graph_inputs()) md.inputs.push_back(describe(in));
+  for (const auto& out : m->graph_outputs()) md.outputs.push_back(describe(out));
   Send(responder, 200, http::api::SerializeKServeModelMetadata(md));
 }
 

@@ -189,6 +189,22 @@ Result<std::unique_ptr<FusedEncoder>> FusedEncoder::Create(const EncoderWeights&
     pl.ln2 = {keep.ln2.gamma.data(), keep.ln2.beta.data(), keep.ln2.eps};
     im.layers.push_back(std::move(pl));
   }
+  {
+    // What this encoder holds: per layer four packed matrices and their biases (and
+    // int8 scales), two norms; the embedding tables; the relative-position table.
+    size_t bytes = 0;
+    const size_t f = sizeof(float);
+    for (size_t l = 0; l < w.layers.size(); ++l) {
+      bytes += im.qkv->packed_bytes() + im.out->packed_bytes() + im.ffn1->packed_bytes() +
+               im.ffn2->packed_bytes();
+      bytes += (3 * h + h + w.ffn + h) * f * (im.int8 ? 2 : 1);
+      bytes += 4 * h * f;  // two LayerNorms
+    }
+    bytes += (im.weights.word.size() + im.weights.position.size() + im.weights.type.size() +
+              2 * static_cast<size_t>(h) + im.rel.size()) *
+             f;
+    enc->weight_bytes_ = bytes;
+  }
   return enc;
 }
 

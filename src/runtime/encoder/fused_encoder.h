@@ -101,6 +101,8 @@ class FusedEncoder {
   int64_t max_positions() const { return max_positions_; }
   Precision precision() const { return options_.precision; }
   const FusedEncoderOptions& options() const { return options_; }
+  // Bytes of weights this encoder holds (packed matrices, embeddings, norms, biases).
+  size_t weight_bytes() const { return weight_bytes_; }
 
  private:
   struct Impl;
@@ -108,6 +110,7 @@ class FusedEncoder {
   FusedEncoderOptions options_;
   int64_t hidden_ = 0;
   int64_t max_positions_ = 0;
+  size_t weight_bytes_ = 0;
   std::unique_ptr<Impl> impl_;
 };
 
