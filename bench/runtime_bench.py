@@ -84,6 +84,7 @@ CASES = {
                                precision="fp32", targets={"speedup": 1.0}),
 }
 TARGET_THREADS = 2
+LOAD_TARGET_MS = 1500
 MIN_FP32_COSINE = 0.9999
 # A 1-minute load average above this before the run means another process held about a
 # core: the cores were not ours.
@@ -284,6 +285,10 @@ def summarize(name, threads, ours, peer, flops_per_item, peaks):
         row["precision"] = ours[0]["precision"]  # in use, which may differ from the request
         row["batch"] = peer[0]["batch"]
         row["peer_padded_tokens"] = peer[0]["padded_tokens"]
+        # EmbeddingModel::Load wall time (read, parse, build, extract, check, pack) and
+        # the weights the model holds afterwards.
+        row["ours_load_ms"] = round(statistics.median(r["load_ms"] for r in ours), 1)
+        row["ours_weight_bytes"] = ours[0]["weight_bytes"]
     if flops_per_item:
         gflops = flops_per_item * o_rate / 1e9
         row["gemm_flops_per_item"] = flops_per_item
@@ -382,6 +387,14 @@ def main():
                   f"{row['speedup']:.2f} ({time.time() - t0:.0f} s)", flush=True)
 
     print_table(rows, peaks)
+    loads = {}
+    for r in rows:
+        if "ours_load_ms" in r:
+            model = HF_ENCODER if CASES[r["name"]].get("model") == "hf" else ENCODER
+            loads.setdefault((model, r["ours_engine"], r["precision"]), []).append(r["ours_load_ms"])
+    for (model, engine, precision), ms in sorted(loads.items()):
+        print(f"load: {model} ({engine}, {precision}): median {statistics.median(ms):.0f} ms over "
+              f"{len(ms)} case(s) (target for the fused fp32 bge-small: < {LOAD_TARGET_MS} ms)")
     print("spread: (max - min) / median of the per-run rates over the repeats, the worse of "
           "ours and peer")
     warnings = [f"{r['name']} threads={r['threads']}: fp32 cosine vs ONNX Runtime "

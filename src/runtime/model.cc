@@ -138,14 +138,24 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
 
   // The file is read and parsed once: the session is built from the parsed model, and
   // the fused encoder (below) reads its weights from the same one.
-  IM_ASSIGN_OR_RETURN(auto proto, Session::ReadModel(onnx_path.string(), options));
+  std::shared_ptr<onnx::ModelProto> proto;
+  {
+    IM_ASSIGN_OR_RETURN(auto read, Session::ReadModel(onnx_path.string(), options));
+    proto = std::move(read);
+  }
   {
     // While the fused encoder may still take over, the graph is built without its
     // fusions: it only serves the load-time check, and packing its weights would be
     // wasted work (it is rebuilt with them if the fused encoder is refused).
+    // It also reads the weights in place from the parsed file, without a copy: it
+    // lives no longer than the file does.
     SessionOptions first = options;
-    if (options.fused_encoder) first.graph_fusion = false;
-    auto session = Session::LoadFromProto(*proto, onnx_path.parent_path().string(), first);
+    std::shared_ptr<const void> owner;
+    if (options.fused_encoder) {
+      first.graph_fusion = false;
+      owner = proto;
+    }
+    auto session = Session::LoadFromProto(*proto, onnx_path.parent_path().string(), first, owner);
     if (!session.ok()) return session.status().WithContext(onnx_path.string());
     model->session_ = std::move(session).value();
   }
@@ -197,7 +207,7 @@ Result<std::unique_ptr<EmbeddingModel>> EmbeddingModel::Load(const std::string& 
     }
   }
   if (opts.fused_encoder) {
-    Status st = model->TryFusedEncoder(*proto, onnx_path.parent_path().string(), opts, heads_hint,
+    Status st = model->TryFusedEncoder(proto, onnx_path.parent_path().string(), opts, heads_hint,
                                        roberta_positions);
     if (!st.ok()) {
       log::Info("fused encoder not used; running the ONNX graph",
@@ -251,14 +261,15 @@ Result<double> CompareWithGraph(const encoder::FusedEncoder& enc, const Tensor& 
 
 }  // namespace
 
-Status EmbeddingModel::TryFusedEncoder(const onnx::ModelProto& proto, const std::string& base_dir,
-                                       const SessionOptions& options, int heads_hint,
-                                       bool roberta_positions) {
+Status EmbeddingModel::TryFusedEncoder(const std::shared_ptr<onnx::ModelProto>& proto,
+                                       const std::string& base_dir, const SessionOptions& options,
+                                       int heads_hint, bool roberta_positions) {
   if (session_->outputs().at(0).shape.size() != 3) {
     return Unimplemented("the first output is not [batch, sequence, hidden]");
   }
   if (wants_position_ids_) return Unimplemented("the model takes position_ids");
-  IM_ASSIGN_OR_RETURN(encoder::EncoderWeights w, encoder::ExtractEncoderWeights(proto, base_dir));
+  IM_ASSIGN_OR_RETURN(encoder::EncoderWeights w,
+                      encoder::ExtractEncoderWeights(*proto, base_dir, proto));
   if (!w.type.empty() && !wants_token_type_ids_) {
     return Unimplemented("a token-type table without a token_type_ids input");
   }

@@ -85,8 +85,9 @@ class EmbeddingModel {
   bool wants_token_type_ids_ = false;
   bool wants_position_ids_ = false;
 
-  Status TryFusedEncoder(const onnx::ModelProto& proto, const std::string& base_dir,
-                         const SessionOptions& options, int heads_hint, bool roberta_positions);
+  Status TryFusedEncoder(const std::shared_ptr<onnx::ModelProto>& proto,
+                         const std::string& base_dir, const SessionOptions& options, int heads_hint,
+                         bool roberta_positions);
   Result<Tensor> EmbedFused(const std::vector<Encoding>& encodings, bool normalize) const;
   Result<Tensor> Pool(const Tensor& hidden, const std::vector<Encoding>& encodings) const;
 };

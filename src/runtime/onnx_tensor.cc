@@ -40,7 +40,8 @@ Status CopyTyped(const Field& field, Tensor& t, int64_t numel) {
 
 }  // namespace
 
-Result<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std::string& base_dir) {
+Result<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std::string& base_dir,
+                               std::shared_ptr<const void> owner) {
   auto dtype = static_cast<DataType>(proto.data_type());
   const std::string label = proto.name().empty() ? "tensor" : "tensor '" + proto.name() + "'";
   if (!IsSupportedStorageType(dtype)) {
@@ -88,16 +89,28 @@ Result<Tensor> TensorFromProto(const onnx::TensorProto& proto, const std::string
     raw = &proto.raw_data();
   }
 
-  Tensor t = Tensor::Empty(dtype, std::move(shape));
   const auto n = static_cast<int64_t>(numel);
   if (raw != nullptr) {
     if (raw->size() != bytes) {
       return DataLoss(label + " raw data has " + std::to_string(raw->size()) +
                       " bytes, shape needs " + std::to_string(bytes));
     }
+    const bool aligned =
+        reinterpret_cast<uintptr_t>(raw->data()) % std::max<size_t>(DataTypeSize(dtype), 1) == 0;
+    if (owner && raw == &proto.raw_data() && aligned && bytes > 0) {
+      auto view = std::make_shared<Buffer>();
+      view->data = const_cast<char*>(raw->data());
+      view->bytes = bytes;
+      view->release = [owner](void*, size_t) {};
+      return Tensor::FromBuffer(dtype, std::move(shape), std::move(view));
+    }
+    // Every byte is written below: no zero fill (for big weights, that pass alone
+    // costs as much as the copy).
+    Tensor t = Tensor::FromBuffer(dtype, std::move(shape), AllocateBuffer(bytes, false));
     if (bytes) std::memcpy(t.raw_data(), raw->data(), bytes);
     return t;
   }
+  Tensor t = Tensor::Empty(dtype, std::move(shape));
   Status s;
   switch (dtype) {
     case DataType::kFloat32:

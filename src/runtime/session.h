@@ -102,9 +102,13 @@ class Session {
   static Result<std::unique_ptr<onnx::ModelProto>> ReadModel(const std::string& path,
                                                              const SessionOptions& options = {});
   static Result<std::unique_ptr<onnx::ModelProto>> ParseModel(std::string_view bytes);
+  // With an `owner` keeping `model` alive, initializers' raw data is used in place
+  // rather than copied (the session then keeps the whole model alive: meant for a
+  // short-lived session, such as EmbeddingModel's load-time check).
   static Result<std::unique_ptr<Session>> LoadFromProto(onnx::ModelProto& model,
                                                         const std::string& base_dir,
-                                                        const SessionOptions& options = {});
+                                                        const SessionOptions& options = {},
+                                                        std::shared_ptr<const void> owner = {});
 
   virtual const std::vector<ValueInfo>& inputs() const = 0;
   virtual const std::vector<ValueInfo>& outputs() const = 0;

@@ -27,8 +27,8 @@ namespace {
 
 class GraphView {
  public:
-  GraphView(const onnx::GraphProto& g, std::string base_dir)
-      : g_(g), base_dir_(std::move(base_dir)) {
+  GraphView(const onnx::GraphProto& g, std::string base_dir, std::shared_ptr<const void> owner = {})
+      : g_(g), base_dir_(std::move(base_dir)), owner_(std::move(owner)) {
     for (const auto& t : g.initializer()) init_[t.name()] = &t;
     for (int i = 0; i < g.node_size(); ++i) {
       const auto& n = g.node(i);
@@ -61,7 +61,7 @@ class GraphView {
   Result<Tensor> Const(const std::string& name) const {
     auto it = init_.find(name);
     if (it == init_.end()) return NotFound("'" + name + "' is not a constant");
-    IM_ASSIGN_OR_RETURN(Tensor t, TensorFromProto(*it->second, base_dir_));
+    IM_ASSIGN_OR_RETURN(Tensor t, TensorFromProto(*it->second, base_dir_, owner_));
     if (t.dtype() != DataType::kFloat32) return Unimplemented("'" + name + "' is not float32");
     return t;
   }
@@ -90,6 +90,7 @@ class GraphView {
  private:
   const onnx::GraphProto& g_;
   std::string base_dir_;
+  std::shared_ptr<const void> owner_;
   std::unordered_map<std::string, const onnx::TensorProto*> init_;
   std::unordered_map<std::string, int> producer_;
   std::unordered_map<std::string, std::vector<int>> consumers_;
@@ -257,10 +258,11 @@ Result<std::vector<int64_t>> RelativeBuckets(const onnx::ModelProto& model,
 }  // namespace
 
 Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
-                                             const std::string& base_dir) {
+                                             const std::string& base_dir,
+                                             std::shared_ptr<const void> owner) {
   const auto& graph = model.graph();
   if (graph.output_size() == 0) return Unimplemented("graph has no outputs");
-  GraphView g(graph, base_dir);
+  GraphView g(graph, base_dir, std::move(owner));
   const std::vector<bool> used = g.Ancestors(graph.output(0).name());
 
   EncoderWeights w;

@@ -65,8 +65,11 @@ struct EncoderWeights {
 
 // Reads a post-LayerNorm BERT-style encoder from the graph feeding the model's first
 // output. Unimplemented (with the reason) for anything else.
+// With an `owner` keeping `model` alive, weights are read from it without an
+// intermediate copy.
 Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
-                                             const std::string& base_dir);
+                                             const std::string& base_dir,
+                                             std::shared_ptr<const void> owner = {});
 
 struct FusedEncoderOptions {
   int heads = 0;
