@@ -92,8 +92,10 @@ void WorkerService::Impl::Embed(TextModel& model, std::vector<TextInput> inputs,
       if (!e.ok()) {
         const Status& s = e.status();
         std::string msg = "input " + std::to_string(i) + ": " + s.message();
-        finish(s.code() == StatusCode::kOutOfRange ? http::api::TeiValidationError(msg)
-                                                   : http::api::TeiTokenizerError(msg));
+        // OutOfRange is a limit (input too long); anything else is the tokenizer's.
+        finish(s.code() == StatusCode::kOutOfRange
+                   ? http::api::ApiErrorFromStatus(Status(s.code(), std::move(msg)))
+                   : http::api::TeiTokenizerError(std::move(msg)));
         return;
       }
       if (e->ids.empty()) {
@@ -121,7 +123,7 @@ void WorkerService::Impl::Embed(TextModel& model, std::vector<TextInput> inputs,
           .Observe(std::chrono::duration<double>(t.queue).count());
       if (!rows.ok()) {
         CountDropped(rows.status());
-        (*finish_shared)(FromBatchStatus(rows.status()));
+        (*finish_shared)(http::api::ApiErrorFromStatus(rows.status()));
         return;
       }
       for (size_t k = 0; k < misses->size(); ++k) {
@@ -137,7 +139,7 @@ void WorkerService::Impl::Embed(TextModel& model, std::vector<TextInput> inputs,
     Status s = model.batcher->Enqueue(std::move(item));
     if (!s.ok()) {
       metrics->rejected.WithLabels({"queue_full"}).Inc();
-      (*finish_shared)(FromBatchStatus(s));
+      (*finish_shared)(http::api::ApiErrorFromStatus(s));
     }
   };
   if (!tokenize_pool->Submit(std::move(task))) {

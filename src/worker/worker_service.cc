@@ -23,7 +23,7 @@ void WorkerService::Impl::CountDropped(const Status& s) {
 std::shared_ptr<AdmissionTicket> WorkerService::Impl::Admit(Responder& r, bool openai) {
   total_requests.fetch_add(1, std::memory_order_relaxed);
   if (!ready.load()) {
-    auto e = http::api::TeiUnhealthyError("worker is not ready");
+    auto e = http::api::ApiErrorFromStatus(Unavailable("worker is not ready"));
     openai ? SendOpenAiError(r, e) : SendTeiError(r, e);
     return nullptr;
   }
@@ -31,9 +31,9 @@ std::shared_ptr<AdmissionTicket> WorkerService::Impl::Admit(Responder& r, bool o
   auto ticket = std::make_shared<AdmissionTicket>(&in_flight);
   if (n > options.max_concurrent_requests) {
     metrics->rejected.WithLabels({"max_concurrent_requests"}).Inc();
-    auto e = http::api::TeiOverloadedError(
-        "too many concurrent requests (worker.max_concurrent_requests = " +
-        std::to_string(options.max_concurrent_requests) + ")");
+    auto e = http::api::ApiErrorFromStatus(
+        ResourceExhausted("too many concurrent requests (worker.max_concurrent_requests = " +
+                          std::to_string(options.max_concurrent_requests) + ")"));
     openai ? SendOpenAiError(r, e) : SendTeiError(r, e);
     return nullptr;
   }
@@ -229,7 +229,7 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   so_http.error_body = [](int status, std::string_view message) {
     ApiError e;
     e.status = status;
-    e.type = status == 413 ? "Validation" : status == 503 ? "Unhealthy" : "Validation";
+    e.type = std::string(http::api::TeiErrorTypeForHttpStatus(status));
     e.message = std::string(message);
     return http::api::TeiErrorBody(e);
   };

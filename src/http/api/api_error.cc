@@ -35,18 +35,44 @@ ApiError ApiErrorFromStatus(const Status& status) {
     case StatusCode::kInvalidArgument:
     case StatusCode::kOutOfRange:
       return TeiValidationError(m);
-    case StatusCode::kResourceExhausted:
-      return TeiOverloadedError(m);
-    case StatusCode::kUnavailable:
-    case StatusCode::kCancelled:
-      return TeiUnhealthyError(m);
-    case StatusCode::kDeadlineExceeded:
-      return Make(504, kTeiOverloaded, m);
     case StatusCode::kNotFound:
       return Make(404, kTeiValidation, m);
-    default:
+    case StatusCode::kAlreadyExists:
+      return Make(409, kTeiValidation, m);
+    case StatusCode::kResourceExhausted:
+      return TeiOverloadedError(m);
+    case StatusCode::kDeadlineExceeded:
+      return Make(504, kTeiOverloaded, m);
+    case StatusCode::kCancelled:
+      return Make(499, kCancelledType, m);
+    case StatusCode::kUnavailable:
+      return TeiUnhealthyError(m);
+    case StatusCode::kFailedPrecondition:
+    case StatusCode::kUnimplemented:
       return TeiBackendError(m);
+    case StatusCode::kInternal:
+    case StatusCode::kDataLoss:
+      return Make(500, kTeiBackend, m);
+    case StatusCode::kOk:
+      break;
   }
+  // An OK status (or a code added to core without a row here) reaching an error path is
+  // a server bug: answer 500 rather than pretend the request was wrong.
+  return Make(500, kTeiBackend, m.empty() ? "internal error: no error status" : m);
+}
+
+ApiError ForApi(ApiError e, ApiFamily family) {
+  if (family == ApiFamily::kTei) return e;
+  if (e.status == 413 || e.status == 422) e.status = 400;
+  if (e.status == 424) e.status = 500;
+  return e;
+}
+
+std::string_view TeiErrorTypeForHttpStatus(int status) {
+  if (status == 429) return kTeiOverloaded;
+  if (status == 503) return kTeiUnhealthy;
+  if (status >= 500 || status == 424) return kTeiBackend;
+  return kTeiValidation;
 }
 
 std::string TeiErrorBody(const ApiError& e) {
@@ -61,7 +87,8 @@ std::string TeiErrorBody(const ApiError& e) {
 std::string OpenAiErrorBody(const ApiError& e) {
   std::string_view type = e.type;
   const bool tei_type = type == kTeiValidation || type == kTeiTokenizer || type == kTeiBackend ||
-                        type == kTeiOverloaded || type == kTeiUnhealthy || type == kTeiEmpty;
+                        type == kTeiOverloaded || type == kTeiUnhealthy || type == kTeiEmpty ||
+                        type == kCancelledType;
   if (tei_type || type.empty()) {
     if (e.status == 429) {
       type = "rate_limit_error";

@@ -10,7 +10,9 @@
 //   OpenAI  every request error 400 "invalid_request_error", with `param` set.
 //   KServe  every request error 400, body {"error": "..."}.
 //   Seed    as KServe.
-// Errors from the data path arrive as core Status; ApiErrorFromStatus maps them.
+// Errors from the data path arrive as core Status; ApiErrorFromStatus is the one place
+// that turns a Status into an HTTP status (every handler goes through it), and
+// ForApi adapts that status to the OpenAI and KServe conventions.
 #pragma once
 
 #include <cstddef>
@@ -30,6 +32,9 @@ inline constexpr std::string_view kTeiBackend = "Backend";        // 424
 inline constexpr std::string_view kTeiOverloaded = "Overloaded";  // 429
 inline constexpr std::string_view kTeiUnhealthy = "Unhealthy";    // 503
 inline constexpr std::string_view kTeiEmpty = "Empty";            // 400
+// Not one of TEI's: the client closed the connection before compute. Nobody reads the
+// answer, but the access log and the status label of the request metrics do.
+inline constexpr std::string_view kCancelledType = "Cancelled";  // 499
 inline constexpr std::string_view kOpenAiInvalidRequest = "invalid_request_error";
 
 struct ApiError {
@@ -78,11 +83,35 @@ ApiError TeiOverloadedError(std::string message);                          // 42
 ApiError TeiUnhealthyError(std::string message);                           // 503
 ApiError TeiEmptyError(std::string message, std::string param = {});       // 400
 
-// Maps a data-path Status to an ApiError (TEI types): InvalidArgument/OutOfRange 413
-// Validation, ResourceExhausted 429 Overloaded, Unavailable/Cancelled 503 Unhealthy,
-// DeadlineExceeded 504 Overloaded, NotFound 404 Validation, everything else 424 Backend.
+// The one Status → HTTP mapping (TEI statuses and error types):
+//   InvalidArgument, OutOfRange        413 Validation
+//   NotFound                           404 Validation
+//   AlreadyExists                      409 Validation
+//   ResourceExhausted                  429 Overloaded
+//   DeadlineExceeded                   504 Overloaded  (the deadline passed before compute
+//                                                       or the answer; 504, not 408, because
+//                                                       the client sent its request in time)
+//   Cancelled                          499 Cancelled   (client went away; nginx's code)
+//   Unavailable                        503 Unhealthy
+//   FailedPrecondition, Unimplemented  424 Backend     (the model cannot run this)
+//   Internal, DataLoss, Ok (a bug)     500 Backend     (never "Validation": the server
+//                                                       failed, not the request)
 // Tokenizer failures should use TeiTokenizerError explicitly (the Status cannot tell).
 ApiError ApiErrorFromStatus(const Status& status);
+
+// The API families whose conventions differ in status codes (bodies differ too; see below).
+enum class ApiFamily { kTei, kOpenAi, kKServe };
+
+// Adapts an error (from ApiErrorFromStatus, a Tei*Error constructor or a codec) to an
+// API family. TEI keeps it as is. OpenAI and KServe answer every request error 400
+// (TEI's 413 Validation and 422 Tokenizer) and a backend failure 500 (TEI's 424); all
+// other statuses (404, 409, 429, 499, 5xx) are the same in every family.
+ApiError ForApi(ApiError e, ApiFamily family);
+
+// The TEI error_type for an error the HTTP server generates itself (bad framing, body too
+// large, header timeout, a handler that never answered): 429 Overloaded, 503 Unhealthy,
+// 424 Backend, other 5xx Backend, other 4xx Validation.
+std::string_view TeiErrorTypeForHttpStatus(int status);
 
 // Error bodies, one per API family.
 // TEI:    {"error":"...","error_type":"Validation"}

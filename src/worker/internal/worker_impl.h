@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <boost/json.hpp>
-#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -75,33 +74,21 @@ inline void SendTeiError(Responder& r, const ApiError& e) {
   Send(r, e.status, http::api::TeiErrorBody(e), std::move(headers));
 }
 
-inline void SendOpenAiError(Responder& r, ApiError e) {
-  // OpenAI's error types: rate limits and server-side failures are not request errors.
-  if (e.status == 424) e.status = 500;  // a backend failure is a server error to OpenAI
-  if (e.status == 422 || e.status == 413) e.status = 400;
-  if (e.status == 429) {
-    e.type = "rate_limit_error";
-  } else if (e.status >= 500) {
-    e.type = "server_error";
-  } else if (e.type.empty() || std::isupper(static_cast<unsigned char>(e.type[0]))) {
-    e.type = "invalid_request_error";  // a TEI error_type reached an OpenAI route
-  }
+// OpenAI's body shape; the status comes from the one mapping (http/api/api_error.h),
+// adapted to OpenAI's convention there.
+inline void SendOpenAiError(Responder& r, const ApiError& error) {
+  const ApiError e = http::api::ForApi(error, http::api::ApiFamily::kOpenAi);
   std::vector<std::pair<std::string, std::string>> headers;
   if (e.status == 429) headers.emplace_back("retry-after", "1");
   Send(r, e.status, http::api::OpenAiErrorBody(e), std::move(headers));
 }
 
-inline ApiError FromBatchStatus(const Status& s) {
-  switch (s.code()) {
-    case StatusCode::kResourceExhausted:
-      return http::api::TeiOverloadedError("model queue is full: " + s.message());
-    case StatusCode::kDeadlineExceeded:
-    case StatusCode::kUnavailable:
-    case StatusCode::kCancelled:
-      return http::api::TeiUnhealthyError(s.message());
-    default:
-      return http::api::TeiBackendError(s.message());
-  }
+// KServe's body shape, likewise.
+inline void SendKServeError(Responder& r, const ApiError& error) {
+  const ApiError e = http::api::ForApi(error, http::api::ApiFamily::kKServe);
+  std::vector<std::pair<std::string, std::string>> headers;
+  if (e.status == 429) headers.emplace_back("retry-after", "1");
+  Send(r, e.status, http::api::KServeErrorBody(e), std::move(headers));
 }
 
 inline void L2Normalize(std::vector<float>& v) {

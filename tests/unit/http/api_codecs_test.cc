@@ -145,7 +145,7 @@ TEST(ApiErrors, Bodies) {
   EXPECT_EQ(ApiErrorFromStatus(InvalidArgument("x")).status, 413);
   EXPECT_EQ(ApiErrorFromStatus(Unavailable("x")).status, 503);
   EXPECT_EQ(ApiErrorFromStatus(DeadlineExceeded("x")).status, 504);
-  EXPECT_EQ(ApiErrorFromStatus(Internal("x")).status, 424);
+  EXPECT_EQ(ApiErrorFromStatus(Internal("x")).status, 500);
   EXPECT_EQ(ApiErrorFromStatus(NotFound("x")).status, 404);
   EXPECT_EQ(TeiTokenizerError("x").status, 422);
   EXPECT_EQ(TeiUnhealthyError("x").status, 503);
