@@ -55,7 +55,7 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
                                                       BatchTimings t) {
     if (!r.ok()) {
       CountDropped(r.status());
-      return SendTeiError(*shared, FromBatchStatus(r.status()));
+      return SendTeiError(*shared, http::api::ApiErrorFromStatus(r.status()));
     }
     auto row = std::make_shared<CachedRow>();
     row->values = std::move(r).value();
@@ -72,7 +72,7 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
   Status s = model.batcher->Enqueue(std::move(item));
   if (!s.ok()) {
     metrics->rejected.WithLabels({"queue_full"}).Inc();
-    SendTeiError(*shared, FromBatchStatus(s));
+    SendTeiError(*shared, http::api::ApiErrorFromStatus(s));
   }
 }
 
@@ -140,8 +140,8 @@ void WorkerService::Impl::HandleKServeModel(Request& req, Responder responder, b
   const std::string& name = req.path_params["model"];
   const ModelEntry* m = registry.Find(name);
   if (m == nullptr) {
-    return Send(responder, 404,
-                http::api::KServeErrorBody({404, "", "model '" + name + "' not found", ""}));
+    return SendKServeError(
+        responder, http::api::ApiErrorFromStatus(NotFound("model '" + name + "' not found")));
   }
   if (ready_only) {
     return Send(responder, m->ok() ? 200 : 503,
@@ -162,61 +162,67 @@ void WorkerService::Impl::HandleKServeModel(Request& req, Responder responder, b
   Send(responder, 200, http::api::SerializeKServeModelMetadata(md));
 }
 
+// The runtime's tensor types by their KServe names: the model metadata and the infer
+// handler both read this one table, and every name in it is a row of the codec's table
+// (http::api::KServeDataTypes(); tests/unit/worker/kserve_types_test.cc checks both).
+// KServe's BYTES has no runtime counterpart: the codec reads it, the runtime cannot run it.
+namespace {
+struct RuntimeKServeType {
+  runtime::DataType runtime;
+  std::string_view kserve;
+};
+constexpr RuntimeKServeType kRuntimeKServeTypes[] = {
+    {runtime::DataType::kBool, "BOOL"},     {runtime::DataType::kUint8, "UINT8"},
+    {runtime::DataType::kUint16, "UINT16"}, {runtime::DataType::kUint32, "UINT32"},
+    {runtime::DataType::kUint64, "UINT64"}, {runtime::DataType::kInt8, "INT8"},
+    {runtime::DataType::kInt16, "INT16"},   {runtime::DataType::kInt32, "INT32"},
+    {runtime::DataType::kInt64, "INT64"},   {runtime::DataType::kFloat16, "FP16"},
+    {runtime::DataType::kBFloat16, "BF16"}, {runtime::DataType::kFloat32, "FP32"},
+    {runtime::DataType::kFloat64, "FP64"},
+};
+}  // namespace
+
 std::string WorkerService::Impl::KServeTypeName(runtime::DataType t) {
-  switch (t) {
-    case runtime::DataType::kFloat32:
-      return "FP32";
-    case runtime::DataType::kFloat16:
-      return "FP16";
-    case runtime::DataType::kInt64:
-      return "INT64";
-    case runtime::DataType::kInt32:
-      return "INT32";
-    case runtime::DataType::kBool:
-      return "BOOL";
-    case runtime::DataType::kInt8:
-      return "INT8";
-    case runtime::DataType::kUint8:
-      return "UINT8";
-    case runtime::DataType::kFloat64:
-      return "FP64";
-    default:
-      return "UNSUPPORTED";
+  for (const auto& row : kRuntimeKServeTypes) {
+    if (row.runtime == t) return std::string(row.kserve);
   }
+  // No tensor of this type can be built (strings, undefined); a model declaring one fails
+  // at load or at run, so the name is only ever shown, never sent back to the codec.
+  return "UNSUPPORTED";
 }
 
 Result<runtime::DataType> WorkerService::Impl::RuntimeType(const std::string& kserve) {
-  if (kserve == "FP32") return runtime::DataType::kFloat32;
-  if (kserve == "FP16") return runtime::DataType::kFloat16;
-  if (kserve == "INT64") return runtime::DataType::kInt64;
-  if (kserve == "INT32") return runtime::DataType::kInt32;
-  if (kserve == "BOOL") return runtime::DataType::kBool;
-  return InvalidArgument("datatype " + kserve + " is not supported");
+  for (const auto& row : kRuntimeKServeTypes) {
+    if (row.kserve == kserve) return row.runtime;
+  }
+  return InvalidArgument("datatype " + kserve + " is not supported by the runtime");
 }
 
 void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
   auto ticket = Admit(responder, false);
   if (!ticket) return;
   const std::string name = req.path_params["model"];
-  auto error = [&](int status, std::string msg) {
-    Send(responder, status, http::api::KServeErrorBody({status, "", std::move(msg), ""}));
+  auto error = [&](const Status& s) {
+    SendKServeError(responder, http::api::ApiErrorFromStatus(s));
   };
   const ModelEntry* m = registry.Find(name);
-  if (m == nullptr) return error(404, "model '" + name + "' not found");
-  if (!m->ok()) return error(503, "model '" + name + "' failed to load: " + m->status.message());
+  if (m == nullptr) return error(NotFound("model '" + name + "' not found"));
+  if (!m->ok()) {
+    return error(Unavailable("model '" + name + "' failed to load: " + m->status.message()));
+  }
   if (m->kind != ModelKind::kTensor) {
-    return error(
-        400, "model '" + name + "' is a text model; use POST /embed or /v1/embeddings for text");
+    return error(InvalidArgument("model '" + name +
+                                 "' is a text model; use POST /embed or /v1/embeddings for text"));
   }
   auto parsed = http::api::ParseKServeInferRequest(req.body, limits);
-  if (!parsed.ok()) return error(parsed.error().status, parsed.error().message);
+  if (!parsed.ok()) return SendKServeError(responder, parsed.error());
   std::vector<std::pair<std::string, runtime::Tensor>> feeds;
   for (auto& in : parsed->inputs) {
     auto dtype = RuntimeType(in.datatype);
-    if (!dtype.ok()) return error(400, "input '" + in.name + "': " + dtype.status().message());
+    if (!dtype.ok()) return error(dtype.status().WithContext("input '" + in.name + "'"));
     runtime::Tensor t = runtime::Tensor::Empty(*dtype, in.shape);
     if (t.nbytes() != in.bytes.size()) {
-      return error(400, "input '" + in.name + "': data does not match shape");
+      return error(InvalidArgument("input '" + in.name + "': data does not match shape"));
     }
     if (!in.bytes.empty()) std::memcpy(t.raw_data(), in.bytes.data(), in.bytes.size());
     std::vector<uint8_t>().swap(in.bytes);  // the tensor holds the data now
@@ -227,22 +233,21 @@ void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
   auto shared_feeds = std::make_shared<decltype(feeds)>(std::move(feeds));
   const auto deadline = req.received + options.request_timeout;
   kserve_pool->Submit([this, m, shared, request, shared_feeds, ticket, deadline] {
-    auto fail = [&](int status, std::string msg) {
-      Send(*shared, status, http::api::KServeErrorBody({status, "", std::move(msg), ""}));
+    auto fail = [&](const Status& s) {
+      SendKServeError(*shared, http::api::ApiErrorFromStatus(s));
     };
     if (shared->cancelled()) {
-      CountDropped(Status(StatusCode::kCancelled, ""));
-      return fail(499, "client went away");
+      const Status s(StatusCode::kCancelled, "client went away before compute");
+      CountDropped(s);
+      return fail(s);
     }
     if (steady_clock::now() >= deadline) {
-      CountDropped(DeadlineExceeded(""));
-      return fail(503, "deadline passed while queued");
+      const Status s = DeadlineExceeded("deadline passed while queued");
+      CountDropped(s);
+      return fail(s);
     }
     auto out = m->session->Run(*shared_feeds);
-    if (!out.ok()) {
-      const bool client = out.status().code() == StatusCode::kInvalidArgument;
-      return fail(client ? 400 : 500, out.status().message());
-    }
+    if (!out.ok()) return fail(out.status());
     http::api::KServeInferResponse resp;
     resp.model_name = m->name;
     resp.model_version = m->version;
@@ -264,7 +269,7 @@ void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
       resp.outputs.push_back(std::move(td));
     }
     auto body = http::api::SerializeKServeInferResponse(resp);
-    if (!body.ok()) return fail(body.error().status, body.error().message);
+    if (!body.ok()) return SendKServeError(*shared, body.error());
     Send(*shared, 200, std::move(body).value());
   });
 }

@@ -697,6 +697,13 @@ class BadInput(unittest.TestCase):
         kserve_error(self, self.w.post(f"/v2/models/{TENSOR_MODEL}/infer", {"inputs": [
             {"name": "wrong", "shape": [1, 64], "datatype": "FP32", "data": MLP_INPUT}]}),
                      400, "wrong", "input")
+        # Valid KServe the runtime cannot run: 400 naming the type, never 500.
+        kserve_error(self, self.w.post(f"/v2/models/{TENSOR_MODEL}/infer", {"inputs": [
+            {"name": "input", "shape": [1], "datatype": "BYTES", "data": ["x"]}]}),
+                     400, "BYTES")
+        kserve_error(self, self.w.post(f"/v2/models/{TENSOR_MODEL}/infer", {"inputs": [
+            {"name": "input", "shape": [1], "datatype": "FP8", "data": [1]}]}),
+                     400, "FP8")
 
     def test_empty_input(self):
         tei_error(self, self.w.post("/embed", {"inputs": []}), 400, "Empty", "empty")
@@ -876,7 +883,7 @@ class Disconnect(unittest.TestCase):
 
 
 class Deadline(unittest.TestCase):
-    """worker.request_timeout: an expired request is answered 503, never computed late.
+    """worker.request_timeout: an expired request is answered 504, never computed late.
 
     8 texts of ~400 tokens under a token budget of 600 need 8 sequential batches of the slow
     encoder, far more than the 50 ms deadline, so the later ones expire while queued.
@@ -898,9 +905,12 @@ class Deadline(unittest.TestCase):
     def tearDownClass(cls):
         assert cls.w.stop() == 0
 
-    def test_expired_request_is_503(self):
-        tei_error(self, self.tei, 503, "Unhealthy", "deadline")
-        self.assertEqual(self.openai.status_code, 503, self.openai.text)
+    def test_expired_request_is_504(self):
+        # One Status -> HTTP mapping (src/http/api/api_error.h): every API answers an expired
+        # deadline 504; the TEI body says Overloaded, OpenAI's says server_error.
+        tei_error(self, self.tei, 504, "Overloaded", "deadline")
+        self.assertEqual(self.openai.status_code, 504, self.openai.text)
+        self.assertEqual(self.openai.json()["error"]["type"], "server_error")
         self.assertIn("deadline", self.openai.json()["error"]["message"])
         self.assertEqual(self.after.status_code, 200, self.after.text)
         self.assertIs(self.after.json()["healthy"], True)

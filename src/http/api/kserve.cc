@@ -37,12 +37,113 @@ T GetLe(const uint8_t* p) {
   return v;
 }
 
+constexpr KServeDataType kDataTypes[] = {
+    {"BOOL", 1, KServeKind::kBool},       {"UINT8", 1, KServeKind::kUnsigned},
+    {"UINT16", 2, KServeKind::kUnsigned}, {"UINT32", 4, KServeKind::kUnsigned},
+    {"UINT64", 8, KServeKind::kUnsigned}, {"INT8", 1, KServeKind::kSigned},
+    {"INT16", 2, KServeKind::kSigned},    {"INT32", 4, KServeKind::kSigned},
+    {"INT64", 8, KServeKind::kSigned},    {"FP16", 2, KServeKind::kFloat},
+    {"BF16", 2, KServeKind::kFloat},      {"FP32", 4, KServeKind::kFloat},
+    {"FP64", 8, KServeKind::kFloat},      {"BYTES", 0, KServeKind::kBytes},
+};
+
+std::string DataTypeNames() {
+  std::string out;
+  for (const KServeDataType& t : kDataTypes) {
+    if (!out.empty()) out += ", ";
+    out += t.name;
+  }
+  return out;
+}
+
+// Little-endian integers of any width up to 8 bytes, independent of the host's order.
+void PutLeN(std::vector<uint8_t>& out, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+uint64_t GetLeN(const uint8_t* p, int n) {
+  uint64_t v = 0;
+  for (int i = 0; i < n; ++i) v |= uint64_t{p[i]} << (8 * i);
+  return v;
+}
+int64_t SignExtend(uint64_t v, int n) {
+  if (n == 8) return static_cast<int64_t>(v);
+  const uint64_t sign = uint64_t{1} << (8 * n - 1);
+  return static_cast<int64_t>((v ^ sign) - sign);
+}
+
+// bfloat16: the top half of a float, rounded to nearest even; NaN stays a quiet NaN.
+uint16_t FloatToBf16(float f) {
+  const uint32_t u = std::bit_cast<uint32_t>(f);
+  if (std::isnan(f)) return static_cast<uint16_t>((u >> 16) | 0x40);
+  return static_cast<uint16_t>((u + 0x7FFF + ((u >> 16) & 1)) >> 16);
+}
+float Bf16ToFloat(uint16_t b) { return std::bit_cast<float>(uint32_t{b} << 16); }
+
 struct Flattener {
-  const std::string& dtype;
+  const KServeDataType& type;
   const std::string& param;  // "inputs[0].data"
   int64_t expected;
   int64_t count = 0;
   std::vector<uint8_t>& out;
+
+  ApiResult<bool> Float(const boost::json::value& v, const std::string& where) {
+    if (type.element_size == 8) {
+      double d;
+      if (v.is_double()) {
+        d = v.get_double();
+      } else if (v.is_int64()) {
+        d = static_cast<double>(v.get_int64());
+      } else if (v.is_uint64()) {
+        d = static_cast<double>(v.get_uint64());
+      } else {
+        return WrongType(kKServeStyle, where, "a number", v);
+      }
+      // Boost.JSON parses an overflowing literal (1e999) to inf.
+      if (!std::isfinite(d)) {
+        return DataError(kKServeStyle, where, "`" + where + "`: number out of FP64 range");
+      }
+      PutLe(out, std::bit_cast<uint64_t>(d));
+      return true;
+    }
+    IM_API_ASSIGN_OR_RETURN(float f, internal::NumberAsFloat(v, kKServeStyle, where));
+    if (type.element_size == 4) {
+      PutLe(out, std::bit_cast<uint32_t>(f));
+      return true;
+    }
+    const bool half = type.name == "FP16";
+    const uint16_t h = half ? FloatToHalf(f) : FloatToBf16(f);
+    if (!std::isfinite(half ? HalfToFloat(h) : Bf16ToFloat(h))) {
+      return DataError(kKServeStyle, where,
+                       "`" + where + "`: number out of " + std::string(type.name) + " range");
+    }
+    PutLe(out, h);
+    return true;
+  }
+
+  ApiResult<bool> Integer(const boost::json::value& v, const std::string& where) {
+    const int bits = 8 * type.element_size;
+    const auto out_of_range = [&] {
+      return DataError(kKServeStyle, where,
+                       "`" + where + "`: integer out of " + std::string(type.name) + " range");
+    };
+    if (!v.is_int64() && !v.is_uint64()) return WrongType(kKServeStyle, where, "an integer", v);
+    if (type.kind == KServeKind::kUnsigned) {
+      if (v.is_int64() && v.get_int64() < 0) return out_of_range();
+      const uint64_t u = v.is_int64() ? static_cast<uint64_t>(v.get_int64()) : v.get_uint64();
+      if (bits < 64 && u >> bits != 0) return out_of_range();
+      PutLeN(out, u, type.element_size);
+      return true;
+    }
+    if (!v.is_int64()) return out_of_range();  // a uint64 above INT64's range
+    const int64_t i = v.get_int64();
+    if (bits < 64) {
+      const int64_t lo = -(int64_t{1} << (bits - 1));
+      const int64_t hi = (int64_t{1} << (bits - 1)) - 1;
+      if (i < lo || i > hi) return out_of_range();
+    }
+    PutLeN(out, static_cast<uint64_t>(i), type.element_size);
+    return true;
+  }
 
   ApiResult<bool> Element(const boost::json::value& v) {
     if (count >= expected) {
@@ -52,43 +153,19 @@ struct Flattener {
     }
     const std::string where = IndexedParam(param, static_cast<size_t>(count));
     ++count;
-    if (dtype == "FP32" || dtype == "FP16") {
-      IM_API_ASSIGN_OR_RETURN(float f, internal::NumberAsFloat(v, kKServeStyle, where));
-      if (dtype == "FP32") {
-        PutLe(out, std::bit_cast<uint32_t>(f));
+    switch (type.kind) {
+      case KServeKind::kFloat:
+        return Float(v, where);
+      case KServeKind::kSigned:
+      case KServeKind::kUnsigned:
+        return Integer(v, where);
+      case KServeKind::kBool:
+        if (!v.is_bool()) return WrongType(kKServeStyle, where, "a boolean", v);
+        out.push_back(v.get_bool() ? 1 : 0);
         return true;
-      }
-      const uint16_t h = FloatToHalf(f);
-      if ((h & 0x7FFF) == 0x7C00) {
-        return DataError(kKServeStyle, where, "`" + where + "`: number out of FP16 range");
-      }
-      PutLe(out, h);
-      return true;
+      case KServeKind::kBytes:
+        break;
     }
-    if (dtype == "INT64" || dtype == "INT32") {
-      if (!v.is_int64()) {
-        if (v.is_uint64()) {
-          return DataError(kKServeStyle, where, "`" + where + "`: integer out of range");
-        }
-        return WrongType(kKServeStyle, where, "an integer", v);
-      }
-      const int64_t i = v.get_int64();
-      if (dtype == "INT64") {
-        PutLe(out, i);
-        return true;
-      }
-      if (i < std::numeric_limits<int32_t>::min() || i > std::numeric_limits<int32_t>::max()) {
-        return DataError(kKServeStyle, where, "`" + where + "`: integer out of INT32 range");
-      }
-      PutLe(out, static_cast<int32_t>(i));
-      return true;
-    }
-    if (dtype == "BOOL") {
-      if (!v.is_bool()) return WrongType(kKServeStyle, where, "a boolean", v);
-      out.push_back(v.get_bool() ? 1 : 0);
-      return true;
-    }
-    // BYTES
     if (!v.is_string()) return WrongType(kKServeStyle, where, "a string", v);
     const boost::json::string& s = v.get_string();
     PutLe(out, static_cast<uint32_t>(s.size()));
@@ -138,12 +215,13 @@ ApiResult<TensorData> ParseInput(const boost::json::value& v, const std::string&
     return WrongType(kKServeStyle, param + ".datatype", "a string", *dtype);
   }
   t.datatype = std::string(dtype->get_string());
-  const int elem_size = KServeElementSize(t.datatype);
-  if (elem_size < 0) {
+  const KServeDataType* type = FindKServeDataType(t.datatype);
+  if (type == nullptr) {
     return DataError(kKServeStyle, param + ".datatype",
                      "`" + param + ".datatype`: unsupported datatype \"" + t.datatype +
-                         "\" (expected FP32, FP16, INT64, INT32, BOOL or BYTES)");
+                         "\" (expected one of " + DataTypeNames() + ")");
   }
+  const int elem_size = type->element_size;
 
   const boost::json::value* shape = internal::FindField(obj, "shape");
   if (shape == nullptr) return internal::MissingField(kKServeStyle, param + ".shape");
@@ -193,7 +271,7 @@ ApiResult<TensorData> ParseInput(const boost::json::value& v, const std::string&
     t.bytes.reserve(std::min<size_t>(static_cast<size_t>(count), data->as_array().size()) *
                     elem_size);
   }
-  Flattener f{t.datatype, data_param, count, 0, t.bytes};
+  Flattener f{*type, data_param, count, 0, t.bytes};
   IM_API_ASSIGN_OR_RETURN([[maybe_unused]] bool ok, f.Visit(*data));
   if (f.count != count) {
     return DataError(kKServeStyle, data_param,
@@ -215,11 +293,12 @@ void AppendShape(std::string& out, const std::vector<int64_t>& shape) {
 // Appends the flat data array of `t`; errors name the tensor.
 ApiResult<bool> AppendTensorData(std::string& out, const TensorData& t) {
   const int64_t count = t.element_count();
-  const int elem = KServeElementSize(t.datatype);
+  const KServeDataType* type = FindKServeDataType(t.datatype);
   const auto inconsistent = [&](std::string what) {
     return ApiError{500, std::string(kTeiBackend), "output `" + t.name + "`: " + what, {}};
   };
-  if (elem < 0) return inconsistent("unsupported datatype \"" + t.datatype + "\"");
+  if (type == nullptr) return inconsistent("unsupported datatype \"" + t.datatype + "\"");
+  const int elem = type->element_size;
   if (count < 0) return inconsistent("negative dimension");
   if (elem > 0 && t.bytes.size() != static_cast<uint64_t>(count) * elem) {
     return inconsistent(std::to_string(t.bytes.size()) + " bytes for " + std::to_string(count) +
@@ -227,7 +306,7 @@ ApiResult<bool> AppendTensorData(std::string& out, const TensorData& t) {
   }
   const uint8_t* p = t.bytes.data();
   out += '[';
-  if (t.datatype == "BYTES") {
+  if (type->kind == KServeKind::kBytes) {
     size_t off = 0;
     for (int64_t i = 0; i < count; ++i) {
       if (t.bytes.size() - off < 4) return inconsistent("BYTES data truncated");
@@ -244,24 +323,44 @@ ApiResult<bool> AppendTensorData(std::string& out, const TensorData& t) {
   }
   for (int64_t i = 0; i < count; ++i) {
     if (i != 0) out += ',';
-    const uint8_t* e = p + i * elem;
-    if (t.datatype == "FP32" || t.datatype == "FP16") {
-      const float f = t.datatype == "FP32" ? std::bit_cast<float>(GetLe<uint32_t>(e))
-                                           : HalfToFloat(GetLe<uint16_t>(e));
-      if (!std::isfinite(f)) {
-        return ApiError{424,
-                        std::string(kTeiBackend),
-                        "output `" + t.name + "` has a non-finite value at " + std::to_string(i) +
-                            " (NaN/Inf cannot be JSON)",
-                        {}};
+    const uint64_t raw = GetLeN(p + i * elem, elem);
+    switch (type->kind) {
+      case KServeKind::kFloat: {
+        double d;
+        if (elem == 8) {
+          d = std::bit_cast<double>(raw);
+        } else if (elem == 4) {
+          d = std::bit_cast<float>(static_cast<uint32_t>(raw));
+        } else if (type->name == "FP16") {
+          d = HalfToFloat(static_cast<uint16_t>(raw));
+        } else {
+          d = Bf16ToFloat(static_cast<uint16_t>(raw));
+        }
+        if (!std::isfinite(d)) {
+          return ApiError{424,
+                          std::string(kTeiBackend),
+                          "output `" + t.name + "` has a non-finite value at " + std::to_string(i) +
+                              " (NaN/Inf cannot be JSON)",
+                          {}};
+        }
+        // Narrower types print as floats: their shortest round-trip text is shorter.
+        if (elem == 8) {
+          AppendDouble(out, d);
+        } else {
+          AppendFloat(out, static_cast<float>(d));
+        }
+        break;
       }
-      AppendFloat(out, f);
-    } else if (t.datatype == "INT64") {
-      AppendInt(out, GetLe<int64_t>(e));
-    } else if (t.datatype == "INT32") {
-      AppendInt(out, GetLe<int32_t>(e));
-    } else {  // BOOL
-      out += *e != 0 ? "true" : "false";
+      case KServeKind::kSigned:
+        AppendInt(out, SignExtend(raw, elem));
+        break;
+      case KServeKind::kUnsigned:
+        AppendUint(out, raw);
+        break;
+      case KServeKind::kBool:
+      case KServeKind::kBytes:
+        out += raw != 0 ? "true" : "false";
+        break;
     }
   }
   out += ']';
@@ -304,13 +403,18 @@ int64_t TensorData::element_count() const {
   return n;
 }
 
+std::span<const KServeDataType> KServeDataTypes() { return kDataTypes; }
+
+const KServeDataType* FindKServeDataType(std::string_view name) {
+  for (const KServeDataType& t : kDataTypes) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
 int KServeElementSize(std::string_view datatype) {
-  if (datatype == "FP32" || datatype == "INT32") return 4;
-  if (datatype == "INT64") return 8;
-  if (datatype == "FP16") return 2;
-  if (datatype == "BOOL") return 1;
-  if (datatype == "BYTES") return 0;
-  return -1;
+  const KServeDataType* t = FindKServeDataType(datatype);
+  return t == nullptr ? -1 : t->element_size;
 }
 
 ApiResult<KServeInferRequest> ParseKServeInferRequest(std::string_view body,

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -15,27 +16,41 @@
 
 namespace infermesh::http::api {
 
-// One tensor as raw little-endian bytes: FP32 4 B, FP16 2 B (IEEE half bits), INT64 8 B,
-// INT32 4 B, BOOL 1 B (0/1), BYTES: per element a uint32 LE length then the bytes (Triton's
-// serialization).
+// One tensor as raw little-endian bytes: each fixed-size datatype of KServeDataTypes()
+// at its width (FP16 as IEEE half bits, BF16 as the top half of a float, BOOL 1 B 0/1);
+// BYTES: per element a uint32 LE length then the bytes (Triton's serialization).
 struct TensorData {
   std::string name;
-  std::string datatype;  // "FP32", "FP16", "INT64", "INT32", "BOOL", "BYTES"
+  std::string datatype;  // a name from KServeDataTypes()
   std::vector<int64_t> shape;
   std::vector<uint8_t> bytes;
 
   int64_t element_count() const;  // product of shape (1 for a scalar)
 };
 
-// Bytes per element of a datatype this API supports; 0 for BYTES (variable), -1 unknown.
+// The one table of KServe v2 datatypes: what the codec reads and writes, and so the only
+// names a model's metadata may advertise (the worker maps runtime types onto it; a test
+// checks every advertised type round-trips here). The v2 protocol's list, plus Triton's BF16.
+enum class KServeKind { kFloat, kSigned, kUnsigned, kBool, kBytes };
+struct KServeDataType {
+  std::string_view name;  // "FP32"
+  int element_size;       // bytes; 0 for BYTES (variable length)
+  KServeKind kind;
+};
+std::span<const KServeDataType> KServeDataTypes();
+// The table's row for `name`, or null.
+const KServeDataType* FindKServeDataType(std::string_view name);
+
+// Bytes per element of a datatype in the table; 0 for BYTES (variable), -1 unknown.
 int KServeElementSize(std::string_view datatype);
 
 // {id?, parameters?, inputs: [{name, shape, datatype, data, parameters?}], outputs?: [{name}]}
 // `data` may be flat or nested; its element count must equal product(shape). Rejects:
-// unknown datatypes, negative dims, element counts over limits.max_tensor_elements,
-// strings where numbers are expected ("NaN"), numbers outside the type's range (FP16
-// above 65504 after rounding, INT32 overflow, non-integers for INT*), duplicate input
-// names, and the binary-data extension (binary_data_size / binary_data). All 400.
+// datatypes outside KServeDataTypes() (naming the type), negative dims, element counts over
+// limits.max_tensor_elements, strings where numbers are expected ("NaN"), numbers outside the
+// type's range (FP16 above 65504 after rounding, integer overflow of INT*/UINT*, non-integers for
+// them), duplicate input names, and the binary-data extension (binary_data_size / binary_data). All
+// 400.
 struct KServeInferRequest {
   std::string id;
   std::vector<TensorData> inputs;

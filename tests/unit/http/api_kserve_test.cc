@@ -80,7 +80,7 @@ TEST(ApiKServe, RejectsBadTensors) {
   EXPECT_EQ(Err(Input("INT64", "[1]", "[18446744073709551615]")).param, "inputs[0].data[0]");
   EXPECT_EQ(Err(Input("BOOL", "[1]", "[1]")).param, "inputs[0].data[0]");
   EXPECT_EQ(Err(Input("BYTES", "[1]", "[1]")).param, "inputs[0].data[0]");
-  EXPECT_EQ(Err(Input("FP64", "[1]", "[1]")).param, "inputs[0].datatype");
+  EXPECT_EQ(Err(Input("FP8", "[1]", "[1]")).param, "inputs[0].datatype");
   EXPECT_EQ(Err(Input("FP32", "[-1]", "[1]")).message,
             "`inputs[0].shape[0]`: negative dimension -1");
   EXPECT_EQ(Err(Input("FP32", "[1.5]", "[1]")).param, "inputs[0].shape[0]");
@@ -166,6 +166,49 @@ TEST(ApiKServe, ResponseRoundTrip) {
   EXPECT_EQ(SerializeKServeInferResponse({"m", "1", "", {short_data}}).error().status, 500);
   TensorData bad_bytes{"s", "BYTES", {1}, {9, 0, 0, 0, 'a'}};
   EXPECT_EQ(SerializeKServeInferResponse({"m", "1", "", {bad_bytes}}).error().status, 500);
+}
+
+// Every datatype of the one table parses, and its bytes come back out of a response.
+TEST(ApiKServe, EveryTableDatatypeRoundTrips) {
+  for (const KServeDataType& t : KServeDataTypes()) {
+    SCOPED_TRACE(std::string(t.name));
+    EXPECT_EQ(FindKServeDataType(t.name), &t);
+    EXPECT_EQ(KServeElementSize(t.name), t.element_size);
+    std::string data = "[1,0,2]";
+    if (t.kind == KServeKind::kBool) data = "[true,false,true]";
+    if (t.kind == KServeKind::kBytes) data = R"(["a","","bc"])";
+    auto r = ParseKServeInferRequest(Input(t.name, "[3]", data));
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    const TensorData& in = r->inputs[0];
+    if (t.element_size > 0) {
+      EXPECT_EQ(in.bytes.size(), 3u * t.element_size);
+    }
+    TensorData out{"y", std::string(t.name), {3}, in.bytes};
+    auto json = SerializeKServeInferResponse({"m", "1", "", {out}});
+    ASSERT_TRUE(json.ok()) << json.error().message;
+    EXPECT_EQ(boost::json::serialize(boost::json::parse(*json).at("outputs").at(0).at("data")),
+              data);
+  }
+}
+
+TEST(ApiKServe, IntegerRangesByWidth) {
+  EXPECT_TRUE(ParseKServeInferRequest(Input("INT8", "[2]", "[-128,127]")).ok());
+  EXPECT_NE(Err(Input("INT8", "[1]", "[128]")).message.find("INT8"), std::string::npos);
+  EXPECT_EQ(Err(Input("UINT8", "[1]", "[-1]")).status, 400);
+  EXPECT_EQ(Err(Input("UINT16", "[1]", "[65536]")).status, 400);
+  EXPECT_EQ(Err(Input("INT64", "[1]", "[9223372036854775808]")).status, 400);
+  auto u64 = ParseKServeInferRequest(Input("UINT64", "[1]", "[18446744073709551615]"));
+  ASSERT_TRUE(u64.ok()) << u64.error().message;
+  EXPECT_EQ(u64->inputs[0].bytes, std::vector<uint8_t>(8, 0xFF));
+  auto i16 = ParseKServeInferRequest(Input("INT16", "[1]", "[-2]"));
+  ASSERT_TRUE(i16.ok());
+  EXPECT_EQ(i16->inputs[0].bytes, (std::vector<uint8_t>{0xFE, 0xFF}));
+  EXPECT_EQ(Err(Input("UINT32", "[1]", "[1.5]")).status, 400);
+  EXPECT_TRUE(ParseKServeInferRequest(Input("FP64", "[1]", "[1e300]")).ok());
+  EXPECT_EQ(Err(Input("BF16", "[1]", "[1e39]")).status, 400);
+  auto unknown = Err(Input("FP8", "[1]", "[1]"));
+  EXPECT_NE(unknown.message.find("FP8"), std::string::npos);
+  EXPECT_NE(unknown.message.find("UINT64"), std::string::npos);  // lists the table
 }
 
 TEST(ApiKServe, Metadata) {
