@@ -164,13 +164,7 @@ void WorkerService::Impl::HandleEmbed(Request& req, Responder responder) {
   if (!ticket) return;
   auto parsed = http::api::ParseTeiEmbedRequest(req.body, limits);
   if (!parsed.ok()) return SendTeiError(responder, parsed.error());
-  if (static_cast<int64_t>(parsed->inputs.size()) > options.max_client_batch_size) {
-    return SendTeiError(responder, http::api::TeiValidationError(
-                                       "batch size " + std::to_string(parsed->inputs.size()) +
-                                           " > maximum allowed batch size " +
-                                           std::to_string(options.max_client_batch_size),
-                                       "inputs"));
-  }
+  if (auto e = CheckClientBatch(parsed->inputs.size())) return SendTeiError(responder, *e);
   TextModel* model = TextModelFor("");
   if (model == nullptr) {
     return SendTeiError(responder,
@@ -223,45 +217,76 @@ std::vector<std::pair<std::string, std::string>> WorkerService::Impl::TimingHead
           {"x-total-time", Millis(total)}};
 }
 
+// The request-size limit /embed and /tokenize share (TEI's 413).
+std::optional<ApiError> WorkerService::Impl::CheckClientBatch(size_t inputs) const {
+  if (static_cast<int64_t>(inputs) <= options.max_client_batch_size) return std::nullopt;
+  return http::api::TeiValidationError("batch size " + std::to_string(inputs) +
+                                           " > maximum allowed batch size " +
+                                           std::to_string(options.max_client_batch_size),
+                                       "inputs");
+}
+
+// /tokenize has /embed's limits: client batch size, the model's maximum tokens per input
+// (unless worker.auto_truncate, under which /embed would truncate rather than refuse),
+// the request's deadline and the client's cancel flag, checked before each input so that
+// a queue of abandoned or expired requests costs the tokenize pool nothing.
 void WorkerService::Impl::HandleTokenize(Request& req, Responder responder) {
   auto ticket = Admit(responder, false);
   if (!ticket) return;
   auto parsed = http::api::ParseTeiTokenizeRequest(req.body, limits);
   if (!parsed.ok()) return SendTeiError(responder, parsed.error());
+  if (auto e = CheckClientBatch(parsed->inputs.size())) return SendTeiError(responder, *e);
   TextModel* model = TextModelFor("");
   if (model == nullptr) {
     return SendTeiError(responder, http::api::TeiUnhealthyError("no text model is loaded"));
   }
   auto shared = std::make_shared<Responder>(std::move(responder));
   auto request = std::make_shared<http::api::TeiTokenizeRequest>(std::move(parsed).value());
-  tokenize_pool->Submit([model, shared, request, ticket] {
-    std::vector<std::vector<http::api::TeiToken>> out;
-    runtime::EncodeOptions eo;
-    eo.add_special_tokens = request->add_special_tokens;
-    for (size_t i = 0; i < request->inputs.size(); ++i) {
-      auto e = model->entry->text->tokenizer().Encode(request->inputs[i], eo);
-      if (!e.ok()) {
-        return SendTeiError(*shared, http::api::TeiTokenizerError("input " + std::to_string(i) +
-                                                                  ": " + e.status().message()));
-      }
-      std::vector<http::api::TeiToken> tokens;
-      for (size_t t = 0; t < e->ids.size(); ++t) {
-        http::api::TeiToken tok;
-        tok.id = static_cast<uint32_t>(e->ids[t]);
-        tok.text = t < e->tokens.size() ? e->tokens[t] : "";
-        const auto [b, en] =
-            t < e->offsets.size() ? e->offsets[t] : std::pair<uint32_t, uint32_t>{};
-        tok.special = (b == 0 && en == 0);
-        if (!tok.special) {
-          tok.start = b;
-          tok.stop = en;
+  const auto deadline = req.received + options.request_timeout;
+  const size_t max_tokens = options.auto_truncate ? 0 : model->entry->text->max_length();
+  const bool submitted =
+      tokenize_pool->Submit([this, model, shared, request, ticket, deadline, max_tokens] {
+        std::vector<std::vector<http::api::TeiToken>> out;
+        runtime::EncodeOptions eo;
+        eo.add_special_tokens = request->add_special_tokens;
+        for (size_t i = 0; i < request->inputs.size(); ++i) {
+          Status dropped =
+              internal::CheckAlive(deadline, shared->cancel_flag(), steady_clock::now());
+          if (!dropped.ok()) {
+            CountDropped(dropped);
+            return SendTeiError(*shared, http::api::ApiErrorFromStatus(dropped));
+          }
+          auto e = model->entry->text->tokenizer().Encode(request->inputs[i], eo);
+          if (!e.ok()) {
+            return SendTeiError(*shared, http::api::TeiTokenizerError("input " + std::to_string(i) +
+                                                                      ": " + e.status().message()));
+          }
+          if (max_tokens > 0 && e->ids.size() > max_tokens) {
+            return SendTeiError(
+                *shared,
+                http::api::ApiErrorFromStatus(OutOfRange(
+                    "input " + std::to_string(i) + " has " + std::to_string(e->ids.size()) +
+                    " tokens, more than the model's maximum of " + std::to_string(max_tokens))));
+          }
+          std::vector<http::api::TeiToken> tokens;
+          for (size_t t = 0; t < e->ids.size(); ++t) {
+            http::api::TeiToken tok;
+            tok.id = static_cast<uint32_t>(e->ids[t]);
+            tok.text = t < e->tokens.size() ? e->tokens[t] : "";
+            const auto [b, en] =
+                t < e->offsets.size() ? e->offsets[t] : std::pair<uint32_t, uint32_t>{};
+            tok.special = (b == 0 && en == 0);
+            if (!tok.special) {
+              tok.start = b;
+              tok.stop = en;
+            }
+            tokens.push_back(std::move(tok));
+          }
+          out.push_back(std::move(tokens));
         }
-        tokens.push_back(std::move(tok));
-      }
-      out.push_back(std::move(tokens));
-    }
-    Send(*shared, 200, http::api::SerializeTeiTokenizeResponse(out));
-  });
+        Send(*shared, 200, http::api::SerializeTeiTokenizeResponse(out));
+      });
+  if (!submitted) log::Error("tokenize pool refused work");  // see Embed()
 }
 
 void WorkerService::Impl::HandleInfo(Request&, Responder responder) {

@@ -730,6 +730,20 @@ class BadInput(unittest.TestCase):
                      400, "batch size 5", param="input")
         self.assertEqual(self.w.post("/embed", {"inputs": ["a", "b", "c", "d"]}).status_code, 200)
 
+    def test_tokenize_has_the_embed_limits(self):
+        # worker.max_client_batch_size=4 and the tiny model's 64 tokens, as for /embed.
+        tei_error(self, self.w.post("/tokenize", {"inputs": ["a", "b", "c", "d", "e"]}), 413,
+                  "Validation", "batch size", "4")
+        text = " ".join(["hello"] * 100)  # 102 tokens with [CLS] and [SEP]
+        tei_error(self, self.w.post("/tokenize", {"inputs": ["short", text]}), 413,
+                  "Validation", "input 1", "102", "64")
+        r = self.w.post("/tokenize", {"inputs": ["a", "b", "c", "d"]})
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(len(r.json()), 4)
+        r = self.w.post("/tokenize", {"inputs": " ".join(["hello"] * 62)})  # exactly 64
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(len(r.json()[0]), 64)
+
     def test_invalid_utf8_is_400(self):
         for path, body in (("/embed", b'{"inputs":"ab\xff\xfecd"}'),
                            ("/v1/embeddings", b'{"input":"ab\xc3(","model":"bge-small-demo"}'),

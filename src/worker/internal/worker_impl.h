@@ -195,6 +195,8 @@ struct WorkerService::Impl {
   static std::vector<std::pair<std::string, std::string>> TimingHeaders(const EmbedOutcome& o,
                                                                         nanoseconds total);
   void HandleTokenize(Request& req, Responder responder);
+  // 413 when a request carries more inputs than worker.max_client_batch_size.
+  std::optional<ApiError> CheckClientBatch(size_t inputs) const;
   void HandleInfo(Request&, Responder responder);
   // ---- OpenAI ----------------------------------------------------------------
   void HandleOpenAi(Request& req, Responder responder);
