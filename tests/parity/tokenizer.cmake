@@ -1,6 +1,7 @@
 # Tokenizer parity with Hugging Face tokenizers: builds the reference tokenizers with
 # HF's own library (Node), encodes a >50k-line multilingual corpus with both, and
-# requires identical ids (offsets are compared and reported too).
+# requires identical ids and offsets on every line (and fails if the corpus has fewer
+# than 50,000 lines).
 add_executable(tokenizer_dump ${CMAKE_CURRENT_LIST_DIR}/tokenizer_dump.cc)
 target_link_libraries(tokenizer_dump PRIVATE infermesh_runtime)
 infermesh_warnings(tokenizer_dump)

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Compares HF's and our encodings line by line; fails on the first id mismatch.
+"""Compares HF's and our encodings line by line: ids and offsets must both match, on a
+corpus of at least MIN_LINES lines (a corpus that shrank is a failure, not a pass).
 
-  tokenizer_compare.py NAME corpus.jsonl hf.txt ours.txt
+  tokenizer_compare.py NAME corpus.jsonl hf.txt ours.txt [MIN_LINES]
 """
 import json
 import sys
@@ -9,7 +10,11 @@ import sys
 
 def main():
     name, corpus, hf_path, ours_path = sys.argv[1:5]
+    min_lines = int(sys.argv[5]) if len(sys.argv) > 5 else 50000
     texts = [json.loads(l) for l in open(corpus, encoding="utf-8") if l.strip()]
+    if len(texts) < min_lines:
+        print(f"FAIL {name}: the corpus has {len(texts)} lines, fewer than {min_lines}")
+        return 1
     hf = open(hf_path, encoding="utf-8").read().split("\n")[: len(texts)]
     ours = open(ours_path, encoding="utf-8").read().split("\n")[: len(texts)]
     if len(hf) != len(texts) or len(ours) != len(texts):
@@ -34,7 +39,7 @@ def main():
         i, t, h, o = first_off
         print(f"  first offset mismatch at line {i + 1}: {json.dumps(t)[:200]}\n  hf:   {h[:300]}\n"
               f"  ours: {o[:300]}")
-    return 1 if id_bad else 0
+    return 1 if id_bad or off_bad else 0
 
 
 if __name__ == "__main__":

@@ -239,9 +239,26 @@ class Bpe final : public Model {
     std::vector<Symbol> sym;
     sym.reserve(piece.size());
     std::string buf;
+    // HF places each symbol by the summed UTF-8 lengths of the symbols before it, in
+    // the normalized piece. A character it drops (no vocabulary entry and no unk)
+    // therefore shifts every later symbol of the piece left by its length: keep that
+    // quirk, so offsets match (found by the tokenizer parity test: Old English "þǽm"
+    // under a byte-level BPE whose vocabulary lacks one of ǽ's bytes).
+    std::vector<uint32_t> char_start;  // normalized byte offset of each piece character
+    uint32_t total = 0;
+    for (const NChar& c : piece) {
+      char_start.push_back(total);
+      total += static_cast<uint32_t>(Utf8Length(c.c));
+    }
+    auto at = [&](uint32_t byte) -> const NChar& {
+      auto it = std::upper_bound(char_start.begin(), char_start.end(), byte);
+      return piece[static_cast<size_t>(it - char_start.begin()) - 1];
+    };
+    uint32_t cursor = 0;  // normalized bytes of the characters kept so far
     for (const NChar& c : piece) {
       buf.clear();
       AppendUtf8(c.c, buf);
+      const auto len = static_cast<uint32_t>(buf.size());
       auto it = vocab_.find(buf);
       int64_t id;
       if (it != vocab_.end()) {
@@ -249,14 +266,16 @@ class Bpe final : public Model {
       } else if (unk_id_) {
         id = *unk_id_;
         if (fuse_unk_ && !sym.empty() && sym.back().id == *unk_id_) {
-          sym.back().end = c.end;
+          sym.back().end = at(cursor + len - 1).end;
+          cursor += len;
           continue;
         }
       } else {
         continue;  // HF drops characters it cannot represent when there is no unk
       }
       int64_t idx = static_cast<int64_t>(sym.size());
-      sym.push_back({id, idx - 1, idx + 1, c.begin, c.end, true});
+      sym.push_back({id, idx - 1, idx + 1, at(cursor).begin, at(cursor + len - 1).end, true});
+      cursor += len;
     }
     if (sym.empty()) return;
     sym.back().next = -1;

@@ -84,6 +84,9 @@ TEST(TokenizerBpe, ByteLevelMergesAndRoberta) {
   auto odd = (*t)->Encode("hex\xc3\xa9", {.add_special_tokens = false});
   ASSERT_TRUE(odd.ok());
   EXPECT_EQ(odd->ids, (Ids{8, 16, 17}));
+  // As in HF, symbols after a dropped character are placed by the lengths of the kept
+  // ones: "Ã" takes the dropped "x"'s place (2..5), "©" the first half of é's.
+  EXPECT_EQ(odd->offsets, (Offsets{{0, 2}, {2, 5}, {3, 5}}));
   // <mask> swallows the space before it (lstrip).
   auto mask = (*t)->Encode("hello <mask>", {.add_special_tokens = false});
   ASSERT_TRUE(mask.ok());
