@@ -31,6 +31,8 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"worker.shutdown_grace", "30s", "time in-flight requests get after SIGTERM"},
       {"worker.tensor_max_batch_size", "32", "rows per tensor-model batch"},
       {"worker.tensor_max_queue_delay", "20ms", "tensor batching delay"},
+      {"worker.test_backend_delay", "0ms",
+       "TEST ONLY: every model call sleeps this long first (holds requests in batchers)"},
       {"cache.max_bytes", "256MiB", "in-process result cache (0 = off)"},
   };
   return keys;

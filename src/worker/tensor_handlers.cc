@@ -107,32 +107,89 @@ void WorkerService::Impl::HandleHealth(Request&, Responder responder) {
   Send(responder, h.healthy ? 200 : 503, http::api::SerializeSeedHealth(h));
 }
 
-void WorkerService::Impl::HandleThreadPools(Request&, Responder responder) {
+std::vector<PoolRow> WorkerService::Impl::ThreadPoolTable() const {
+  std::vector<PoolRow> rows;
+  // I/O threads never block on a request, so "active" here is what they are serving:
+  // admitted requests not yet answered.
+  rows.push_back(
+      {"io", options.io_threads, in_flight.load(), 0, static_cast<int64_t>(total_requests.load())});
+  for (const ThreadPool* pool : {tokenize_pool.get(), kserve_pool.get()}) {
+    const ThreadPoolStats s = pool->Stats();
+    rows.push_back({s.name, s.workers, s.active, s.queued, s.completed});
+  }
+  int64_t batches_running = 0;
+  for (const auto& [name, m] : text_models) {
+    const TokenBatcherStats s = m.batcher->Stats();
+    const int64_t running = m.running.load();
+    batches_running += running;
+    rows.push_back({"inference:" + name, 1, running, s.queue_requests, s.batches});
+  }
+  for (const auto& [name, m] : tensor_models) {
+    const TensorBatcherStats s = m.batcher->Stats();
+    const int64_t running = m.running.load();
+    batches_running += running;
+    rows.push_back({"inference:" + name, 1, running, s.queue_requests, s.total_batches});
+  }
+  // The intra-op team: the threads one inference call computes on. Each inference thread
+  // drives its own team while a batch runs, so its threads are busy exactly then; it has
+  // no queue of its own (batches wait in the model queues above).
+  const int64_t team = options.intra_op_threads > 0 ? options.intra_op_threads : HardwareThreads();
+  rows.push_back({"intra_op", team, team * batches_running, 0, 0});
+  return rows;
+}
+
+namespace {
+
+// {"pools":[...],"summary":{...}}. utilization_percent is the share of all pools' threads
+// busy now, each pool's active capped at its workers (the I/O row counts requests).
+boost::json::object ThreadPoolsJson(const std::vector<PoolRow>& rows) {
   boost::json::array pools;
-  auto add = [&](const std::string& name, int workers, int64_t active, int64_t queued,
-                 int64_t completed) {
-    pools.push_back(boost::json::object{{"name", name},
-                                        {"workers", workers},
-                                        {"active_tasks", active},
-                                        {"queue", queued},
-                                        {"completed", completed}});
-  };
-  add("io", options.io_threads, in_flight.load(), 0, static_cast<int64_t>(total_requests.load()));
-  for (auto* pool : {tokenize_pool.get(), kserve_pool.get()}) {
-    auto s = pool->Stats();
-    add(s.name, s.workers, s.active, s.queued, s.completed);
+  int64_t workers = 0, active = 0, queued = 0, busy = 0;
+  for (const PoolRow& r : rows) {
+    pools.push_back(boost::json::object{{"name", r.name},
+                                        {"workers", r.workers},
+                                        {"active_tasks", r.active},
+                                        {"queue", r.queued},
+                                        {"completed", r.completed}});
+    workers += r.workers;
+    active += r.active;
+    queued += r.queued;
+    busy += std::min(r.active, r.workers);
   }
-  for (auto& [name, m] : text_models) {
-    auto s = m.batcher->Stats();
-    add("inference:" + name, 1, 0, s.queue_requests, s.batches);
+  const double utilization =
+      workers > 0 ? std::round(1000.0 * double(busy) / double(workers)) / 10.0 : 0.0;
+  return boost::json::object{
+      {"pools", std::move(pools)},
+      {"summary", boost::json::object{{"total_workers", workers},
+                                      {"total_active", active},
+                                      {"total_queued", queued},
+                                      {"utilization_percent", utilization}}}};
+}
+
+}  // namespace
+
+void WorkerService::Impl::HandleThreadPools(Request&, Responder responder) {
+  Send(responder, 200, boost::json::serialize(ThreadPoolsJson(ThreadPoolTable())));
+}
+
+void WorkerService::Impl::HandleThreadPoolsLog(Request&, Responder responder) {
+  const std::vector<PoolRow> rows = ThreadPoolTable();
+  const boost::json::object body = ThreadPoolsJson(rows);
+  // One event per pool, then the summary: logfmt/JSON lines a log pipeline can parse.
+  for (const PoolRow& r : rows) {
+    log::Info("thread pool status", {{"pool", r.name},
+                                     {"workers", r.workers},
+                                     {"active", r.active},
+                                     {"queued", r.queued},
+                                     {"completed", r.completed}});
   }
-  for (auto& [name, m] : tensor_models) {
-    auto s = m.batcher->Stats();
-    add("inference:" + name, 1, 0, s.queue_requests, s.total_batches);
-  }
-  add("intra_op", options.intra_op_threads > 0 ? options.intra_op_threads : HardwareThreads(), 0, 0,
-      0);
-  Send(responder, 200, boost::json::serialize(boost::json::object{{"pools", std::move(pools)}}));
+  const auto& summary = body.at("summary").as_object();
+  log::Info("thread pool summary",
+            {{"total_workers", summary.at("total_workers").as_int64()},
+             {"total_active", summary.at("total_active").as_int64()},
+             {"total_queued", summary.at("total_queued").as_int64()},
+             {"utilization_percent", summary.at("utilization_percent").as_double()}});
+  Send(responder, 200, boost::json::serialize(body));
 }
 
 // ---- KServe v2 -------------------------------------------------------------

@@ -50,6 +50,7 @@ void WorkerService::Impl::BuildRouter(http::Router& r) {
   r.Add("GET", "/health", bind(&Impl::HandleHealth));
   r.Add("GET", "/stats", bind(&Impl::HandleHealth));
   r.Add("GET", "/health/thread-pools", bind(&Impl::HandleThreadPools));
+  r.Add("POST", "/health/thread-pools/log-status", bind(&Impl::HandleThreadPoolsLog));
   r.Add("GET", "/metrics", [](Request&, Responder resp) {
     Send(resp, 200, metrics::Registry::Global().RenderText(), {},
          std::string(metrics::kPrometheusContentType));
@@ -128,6 +129,14 @@ Result<WorkerOptions> WorkerOptionsFromConfig(const Config& c) {
   IM_ASSIGN_OR_RETURN(int64_t tdelay, c.GetMillis("worker.tensor_max_queue_delay"));
   o.tensor_batcher.max_queue_delay = milliseconds(tdelay);
   IM_ASSIGN_OR_RETURN(o.cache_bytes, c.GetBytes("cache.max_bytes"));
+  IM_ASSIGN_OR_RETURN(o.server_limits, http::ServerLimitsFromConfig(c));
+  IM_ASSIGN_OR_RETURN(int64_t test_delay, c.GetMillis("worker.test_backend_delay"));
+  if (test_delay < 0) return InvalidArgument("worker.test_backend_delay must not be negative");
+  o.test_backend_delay = milliseconds(test_delay);
+  if (test_delay > 0) {
+    log::Warn("worker.test_backend_delay is set: every model call is delayed (tests only)",
+              {{"ms", test_delay}});
+  }
   return o;
 }
 
@@ -180,7 +189,10 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
       TextModel tm;
       tm.entry = m.get();
       tm.batcher = std::make_unique<TokenBudgetBatcher>(
-          cfg, [model](const std::vector<runtime::Encoding>& batch) {
+          cfg, [model, running = tm.running.get(),
+                delay = options.test_backend_delay](const std::vector<runtime::Encoding>& batch) {
+            RunningCount::Scope scope(running);
+            if (delay.count() > 0) std::this_thread::sleep_for(delay);
             return model->EmbedEncodings(batch, /*normalize=*/false);
           });
       impl->text_models.emplace(name, std::move(tm));
@@ -194,7 +206,11 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
       TensorModel tm;
       tm.entry = m.get();
       tm.batcher = std::make_unique<SizeDelayBatcher>(
-          cfg, [session, input_name](const runtime::Tensor& batch) -> Result<runtime::Tensor> {
+          cfg,
+          [session, input_name, running = tm.running.get(), delay = options.test_backend_delay](
+              const runtime::Tensor& batch) -> Result<runtime::Tensor> {
+            RunningCount::Scope scope(running);
+            if (delay.count() > 0) std::this_thread::sleep_for(delay);
             IM_ASSIGN_OR_RETURN(auto out, session->Run({{input_name, batch}}));
             return out.at(0);
           });
@@ -226,6 +242,8 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   so_http.port = options.port;
   so_http.io_threads = options.io_threads;
   so_http.max_body_bytes = options.max_body_bytes;
+  so_http.limits = options.server_limits;  // Shutdown() below waits its shutdown_delay
+  so_http.metrics = &metrics::Registry::Global();
   so_http.error_body = [](int status, std::string_view message) {
     ApiError e;
     e.status = status;

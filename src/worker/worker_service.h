@@ -23,6 +23,7 @@
 
 #include "core/config.h"
 #include "core/status.h"
+#include "http/server.h"
 #include "runtime/session.h"
 #include "worker/tensor_batcher.h"
 #include "worker/token_batcher.h"
@@ -46,12 +47,16 @@ struct WorkerOptions {
   bool auto_truncate = false;
   std::chrono::milliseconds request_timeout{30000};
   std::chrono::milliseconds shutdown_grace{30000};
+  http::ServerLimits server_limits;  // the server.* keys
   int64_t cache_bytes = int64_t{256} << 20;
   TokenBatcherConfig text_batcher;
   TensorBatcherConfig tensor_batcher;
+  // TEST ONLY (worker.test_backend_delay): every model call sleeps this long on the
+  // inference thread first, so tests can hold a request in a batcher deterministically.
+  std::chrono::milliseconds test_backend_delay{0};
 };
 
-// Reads the worker.* and cache.* keys (see docs/configuration.md).
+// Reads the worker.*, server.* and cache.* keys (see docs/configuration.md).
 Result<WorkerOptions> WorkerOptionsFromConfig(const Config& config);
 
 class WorkerService {

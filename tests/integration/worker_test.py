@@ -356,6 +356,13 @@ class Api(unittest.TestCase):
         # Two shared cores: no pool may oversubscribe them by default.
         self.assertLessEqual(pools["io"]["workers"], 2)
         self.assertLessEqual(pools["tokenize"]["workers"], 2)
+        # The seed's summary, computed from the rows above.
+        s = r.json()["summary"]
+        self.assertEqual(s["total_workers"], sum(p["workers"] for p in pools.values()))
+        self.assertEqual(s["total_queued"], sum(p["queue"] for p in pools.values()))
+        self.assertEqual(s["total_active"], sum(p["active_tasks"] for p in pools.values()))
+        self.assertGreaterEqual(s["utilization_percent"], 0)
+        self.assertLessEqual(s["utilization_percent"], 100)
 
     def test_kserve_health_and_metadata(self):
         r = self.w.get("/v2")
@@ -935,6 +942,63 @@ class Deadline(unittest.TestCase):
         rejected = sum(v for k, v in self.m.items()
                        if k.startswith("infermesh_requests_rejected_total"))
         self.assertGreaterEqual(rejected, 2, "expired requests appear in no metric")
+
+
+class ThreadPoolNumbers(unittest.TestCase):
+    """/health/thread-pools reports what runs: with worker.test_backend_delay (test only)
+    holding request A in the text model's backend and B queued behind it, the inference
+    thread, the intra-op team and the queue are busy, then all idle again."""
+
+    def test_numbers_move_with_a_held_request(self):
+        w = Worker(demo_repo("tiny"), ["worker.test_backend_delay=1500ms"], name="pools")
+        try:
+            name = f"inference:{TEXT_MODEL}"
+            result = {}
+
+            def post(key, text):
+                result[key] = requests.post(w.url + "/embed", json={"inputs": [text]},
+                                            timeout=TIMEOUT)
+
+            def table():
+                body = w.get("/health/thread-pools").json()
+                return {p["name"]: p for p in body["pools"]}, body["summary"]
+
+            a = threading.Thread(target=post, args=("a", "held in the backend"))
+            a.start()
+            self.assertTrue(wait_for(lambda: table()[0][name]["active_tasks"] == 1, timeout=30,
+                                     step=0.01), table())
+            b = threading.Thread(target=post, args=("b", "queued behind it"))
+            b.start()
+            self.assertTrue(wait_for(lambda: table()[0][name]["queue"] >= 1, timeout=30,
+                                     step=0.01), table())
+            pools, summary = table()
+            self.assertEqual(pools[name]["active_tasks"], 1, pools)
+            self.assertGreaterEqual(pools["intra_op"]["active_tasks"], 1, pools)
+            self.assertGreaterEqual(pools["io"]["active_tasks"], 2, pools)  # A and B in flight
+            self.assertGreaterEqual(summary["total_active"], 2, summary)
+            self.assertGreaterEqual(summary["total_queued"], 1, summary)
+            self.assertGreater(summary["utilization_percent"], 0, summary)
+
+            r = w.post("/health/thread-pools/log-status")
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertEqual(set(r.json()), {"pools", "summary"})
+            logged = {p["name"] for p in r.json()["pools"]}
+            self.assertIn(name, logged)
+
+            a.join(TIMEOUT)
+            b.join(TIMEOUT)
+            self.assertEqual(result["a"].status_code, 200, result["a"].text)
+            self.assertEqual(result["b"].status_code, 200, result["b"].text)
+
+            def idle():
+                pools, summary = table()
+                return (pools[name]["active_tasks"] == 0 and pools[name]["queue"] == 0 and
+                        pools["intra_op"]["active_tasks"] == 0 and summary["total_queued"] == 0)
+            self.assertTrue(wait_for(idle, timeout=30), table())
+            self.assertIn("thread pool status", w.logs())
+            self.assertIn("utilization_percent", w.logs())
+        finally:
+            self.assertEqual(w.stop(), 0)
 
 
 class Overload(unittest.TestCase):

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "core/hash.h"
 #include "core/log.h"
@@ -111,14 +112,47 @@ class AdmissionTicket {
   std::atomic<int64_t>* in_flight_;
 };
 
+// Batches of one model in compute now (0 or 1: one inference thread per model), kept by
+// the backend call itself so /health/thread-pools reports what runs, not what is
+// configured. Held by pointer: the backend closure outlives moves of the model struct.
+class RunningCount {
+ public:
+  class Scope {
+   public:
+    explicit Scope(std::atomic<int64_t>* n) : n_(n) { n_->fetch_add(1, std::memory_order_relaxed); }
+    ~Scope() { n_->fetch_sub(1, std::memory_order_relaxed); }  // also when the backend throws
+    Scope(const Scope&) = delete;
+    Scope& operator=(const Scope&) = delete;
+
+   private:
+    std::atomic<int64_t>* n_;
+  };
+  std::atomic<int64_t>* get() { return n_.get(); }
+  int64_t load() const { return n_->load(std::memory_order_relaxed); }
+
+ private:
+  std::unique_ptr<std::atomic<int64_t>> n_ = std::make_unique<std::atomic<int64_t>>(0);
+};
+
 struct TextModel {
   const ModelEntry* entry = nullptr;
   std::unique_ptr<TokenBudgetBatcher> batcher;
+  RunningCount running;
 };
 
 struct TensorModel {
   const ModelEntry* entry = nullptr;
   std::unique_ptr<SizeDelayBatcher> batcher;
+  RunningCount running;
+};
+
+// One row of /health/thread-pools.
+struct PoolRow {
+  std::string name;
+  int64_t workers = 0;
+  int64_t active = 0;
+  int64_t queued = 0;
+  int64_t completed = 0;
 };
 
 // What the embedding pipeline hands back: raw rows in input order.
@@ -204,6 +238,11 @@ struct WorkerService::Impl {
   void HandleInfer(Request& req, Responder responder);
   void HandleHealth(Request&, Responder responder);
   void HandleThreadPools(Request&, Responder responder);
+  // POST /health/thread-pools/log-status: logs the table, then answers it.
+  void HandleThreadPoolsLog(Request&, Responder responder);
+  // Every pool's numbers, read now: I/O, tokenize, KServe, each model's inference
+  // thread and the intra-op team.
+  std::vector<internal::PoolRow> ThreadPoolTable() const;
   // ---- KServe v2 -------------------------------------------------------------
   void HandleKServeModel(Request& req, Responder responder, bool ready_only);
   static std::string KServeTypeName(runtime::DataType t);
