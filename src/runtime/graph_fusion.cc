@@ -84,16 +84,35 @@ class LayerNormKernel final : public Kernel {
         add_(std::move(add)),
         threads_(threads) {}
 
+  // A LayerNormalization node written with a positive axis: the fused pass serves it
+  // when that axis is the last one at run time, and the node's own kernel otherwise.
+  void SetAxis(int64_t axis, std::unique_ptr<Kernel> node, Tensor gamma, Tensor beta) {
+    axis_ = axis;
+    node_ = std::move(node);
+    gamma_t_ = std::move(gamma);
+    beta_t_ = std::move(beta);
+  }
+
   Status Run(KernelContext& ctx) const override {
     const Tensor* a = &ctx.in(0);
     Tensor summed;
-    if (add_ && ctx.in(1).shape() != a->shape()) {
+    const bool other_axis =
+        node_ && axis_ != -1 && axis_ != static_cast<int64_t>(ctx.in(0).rank()) - 1;
+    if (add_ && (other_axis || ctx.in(1).shape() != a->shape())) {
       KernelContext sub(
           {a, &ctx.in(1)}, 1, [&ctx](DataType d, const Shape& s) { return ctx.Scratch(d, s); },
           &ctx.pool());
       IM_RETURN_IF_ERROR(add_->Run(sub));
       summed = std::move(sub.outputs()[0]);
       a = &summed;
+    }
+    if (other_axis) {
+      KernelContext sub(
+          {a, &gamma_t_, &beta_t_}, 1,
+          [&ctx](DataType d, const Shape& s) { return ctx.Scratch(d, s); }, &ctx.pool());
+      IM_RETURN_IF_ERROR(node_->Run(sub));
+      ctx.SetOutput(0, std::move(sub.outputs()[0]));
+      return OkStatus();
     }
     const int64_t n = static_cast<int64_t>(gamma_.size());
     if (a->dtype() != DataType::kFloat32 || a->rank() < 1 || a->shape().back() != n) {
@@ -121,6 +140,9 @@ class LayerNormKernel final : public Kernel {
   float eps_;
   std::unique_ptr<Kernel> add_;
   int threads_;
+  int64_t axis_ = -1;
+  std::unique_ptr<Kernel> node_;
+  Tensor gamma_t_, beta_t_;
 };
 
 // out = softmax(scores · scale + mask) over the last axis, the mask broadcast to the
@@ -538,7 +560,7 @@ Status FuseLayerNorms(Plan& plan, size_t count, int threads, FusionCounts* count
     if (n.op_type == "Div") {
       m = MatchDecomposedNorm(plan, idx);
     } else if (n.op_type == "LayerNormalization" && n.outputs.size() == 1 && n.inputs.size() == 3 &&
-               AttrInt(n, "axis", -1) == -1 && AttrInt(n, "stash_type", 1) == 1) {
+               AttrInt(n, "stash_type", 1) == 1) {
       m.emplace();
       m->group = {idx};
       m->last = idx;
@@ -572,10 +594,14 @@ Status FuseLayerNorms(Plan& plan, size_t count, int threads, FusionCounts* count
     PlannedNode fused;
     fused.name = n.name + "+fused";
     fused.op_type = "LayerNorm";
-    fused.kernel = std::make_unique<LayerNormKernel>(
+    auto kernel = std::make_unique<LayerNormKernel>(
         std::vector<float>(g->data<float>(), g->data<float>() + g->numel()),
         std::vector<float>(b->data<float>(), b->data<float>() + b->numel()), m->eps, std::move(add),
         threads);
+    if (n.op_type == "LayerNormalization" && AttrInt(n, "axis", -1) != -1) {
+      kernel->SetAxis(AttrInt(n, "axis", -1), std::move(n.kernel), *g, *b);
+    }
+    fused.kernel = std::move(kernel);
     fused.inputs = inputs;
     fused.outputs = {m->output};
     counts->layer_norm++;

@@ -70,6 +70,7 @@ const ModelCase kModels[] = {
     {"hf_mpnet_op14_matmul_pooler", "hf-mpnet-op14-matmul-pooler/onnx/model.onnx"},
     {"hf_mpnet_op17_gemm", "hf-mpnet-op17-gemm/onnx/model.onnx"},
     {"hf_bge_small", "hf-bge-small/onnx/model.onnx"},
+    {"hf_bert_op17_relaid", "hf-bert-op17-relaid/onnx/model.onnx"},
 };
 
 Result<std::unique_ptr<Session>> LoadModel(const std::string& path) {
@@ -244,6 +245,7 @@ const FusedCase kFusedCases[] = {
     {"hf_mpnet_op14_matmul_pooler_fp32", "hf-mpnet-op14-matmul-pooler", Precision::kFp32},
     {"hf_mpnet_op17_gemm_fp32", "hf-mpnet-op17-gemm", Precision::kFp32},
     {"hf_bge_small_fp32", "hf-bge-small", Precision::kFp32},
+    {"hf_bert_op17_relaid_fp32", "hf-bert-op17-relaid", Precision::kFp32},
     {"hf_bge_small_bf16", "hf-bge-small", Precision::kBf16},
     {"hf_bge_small_int8", "hf-bge-small", Precision::kInt8},
     {"hf_roberta_op17_gemm_int8", "hf-roberta-op17-gemm", Precision::kInt8},

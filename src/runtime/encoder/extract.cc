@@ -290,8 +290,13 @@ Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
         other_tables.push_back(&n);
       }
     } else if (op == "LayerNormalization") {
-      if (AttrInt(n, "axis", -1) != -1 || n.input_size() < 3 || !g.IsConst(n.input(1)) ||
-          !g.IsConst(n.input(2))) {
+      // A 1-D scale means one normalized axis, the last, whatever `axis` says (other
+      // exporters write the positive index); the load-time check catches the rest.
+      if (n.input_size() < 3 || !g.IsConst(n.input(1)) || !g.IsConst(n.input(2))) {
+        return Unimplemented("LayerNormalization '" + n.name() +
+                             "' has no constant scale and bias");
+      }
+      if (AttrInt(n, "axis", -1) != -1 && g.ConstShape(n.input(1)).size() != 1) {
         return Unimplemented("LayerNormalization '" + n.name() + "' is not over the last axis");
       }
       LayerNormWeights ln;
@@ -330,10 +335,15 @@ Result<EncoderWeights> ExtractEncoderWeights(const onnx::ModelProto& model,
         auto c = ConstOperand(g, *add);
         if (c && g.ConstShape(*c).size() == 1) bias = *c;
       }
-      if (bias.empty()) return Unimplemented("linear layer '" + n.name() + "' has no bias");
-      IM_ASSIGN_OR_RETURN(Tensor bt, g.Const(bias));
-      if (bt.numel() != l.n) return Unimplemented("bias of '" + n.name() + "' has the wrong size");
-      l.b = ToVector(bt);
+      if (bias.empty()) {
+        l.b.assign(static_cast<size_t>(l.n), 0.0f);  // a layer without bias (bias=False)
+      } else {
+        IM_ASSIGN_OR_RETURN(Tensor bt, g.Const(bias));
+        if (bt.numel() != l.n) {
+          return Unimplemented("bias of '" + n.name() + "' has the wrong size");
+        }
+        l.b = ToVector(bt);
+      }
       linears.push_back(std::move(l));
     } else if (op == "Erf") {
       erf = true;

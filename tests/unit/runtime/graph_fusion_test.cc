@@ -250,6 +250,18 @@ TEST(GraphFusion, LayerNormalizationWithABroadcastResidual) {
   EXPECT_EQ(r.fused_counts.skip, 1);
 }
 
+TEST(GraphFusion, LayerNormalizationWithAPositiveAxis) {
+  // axis = 2 on a rank-3 input, as exporters other than PyTorch's write it.
+  GraphBuilder b(17);
+  b.Input("x", {-1, -1, 16});
+  b.Random("gamma", {16}, 0.2f, 24);
+  b.Random("beta", {16}, 0.2f, 25);
+  GraphBuilder::IntAttr(b.Node("LayerNormalization", {"x", "gamma", "beta"}, {"y"}), "axis", 2);
+  b.Output("y");
+  auto r = ExpectSameWithAndWithoutFusion(b.Bytes(), {{"x", RandomInput({2, 3, 16}, 26)}});
+  EXPECT_EQ(r.fused_counts.layer_norm, 1);
+}
+
 TEST(GraphFusion, ScaledMaskedSoftmaxBroadcastsTheMask) {
   GraphBuilder b(14);
   b.Input("q", {-1, 2, -1, 8});
