@@ -306,6 +306,7 @@ class Plan {
     return nodes_[static_cast<size_t>(r[0])].op_type == op ? r[0] : -1;
   }
   const std::vector<int>& Readers(int v) const { return readers_[static_cast<size_t>(v)]; }
+  bool IsOutput(int v) const { return outputs_.count(v) > 0; }
   // Index of the constant operand of a two-input node (-1 if none or both).
   int ConstSide(const PlannedNode& n) const {
     if (n.inputs.size() != 2) return -1;
@@ -355,6 +356,9 @@ bool Near(float a, float b) { return std::fabs(a - b) <= 1e-5f * std::max(1.0f, 
 std::vector<int> MatchGeluErf(const Plan& plan, int x, int* last) {
   const auto& readers = plan.Readers(x);
   if (readers.size() != 2) return {};
+  // x itself stays (it is the fused node's input) unless it came out of a Linear being
+  // fused, whose caller then makes the GELU's output its own: x must not be needed.
+  if (plan.IsOutput(x)) return {};
   int scale_node = -1, mul_node = -1;
   for (int r : readers) {
     const PlannedNode& n = plan.node(r);

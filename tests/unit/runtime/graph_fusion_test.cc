@@ -299,6 +299,22 @@ TEST(GraphFusion, IntermediatesReadElsewhereAreNotFused) {
   EXPECT_EQ(r.fused_counts.layer_norm, 0);
 }
 
+TEST(GraphFusion, AGeluInputThatIsAnOutputSurvives) {
+  GraphBuilder b(14);
+  b.Input("x", {-1, 8});
+  b.Random("w", {8, 8}, 0.3f, 27);
+  b.Random("bias", {8}, 0.1f, 28);
+  b.Node("MatMul", {"x", "w"}, {"mm"});
+  b.Node("Add", {"mm", "bias"}, {"h"});
+  b.Gelu("h", "y");
+  b.Output("y");
+  b.Output("h");  // the pre-activation is wanted too: GELU stays a separate pass
+  auto r = ExpectSameWithAndWithoutFusion(b.Bytes(), {{"x", RandomInput({4, 8}, 29)}});
+  EXPECT_EQ(r.fused_counts.linear, 1);
+  EXPECT_EQ(r.fused_counts.bias, 1);
+  EXPECT_EQ(r.fused_counts.gelu, 0);
+}
+
 TEST(GraphFusion, ANonGeluChainIsLeftAlone) {
   GraphBuilder b(14);
   b.Input("x", {-1, 8});
