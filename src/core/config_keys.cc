@@ -34,6 +34,15 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"worker.test_backend_delay", "0ms",
        "TEST ONLY: every model call sleeps this long first (holds requests in batchers)"},
       {"cache.max_bytes", "256MiB", "in-process result cache (0 = off)"},
+      // The HTTP server (src/http/server.h, ServerLimits).
+      {"server.max_connections", "1024",
+       "client connections; beyond, the longest-waiting idle or header-stalled one is shed"},
+      {"server.max_header_bytes", "16KiB", "request line and header fields (431 beyond)"},
+      {"server.header_timeout", "10s", "time for a request's headers to arrive"},
+      {"server.body_timeout", "60s", "time for a request's body to arrive after its headers"},
+      {"server.idle_timeout", "60s", "keep-alive idle time; also bounds writing one response"},
+      {"server.shutdown_delay", "2s",
+       "after SIGTERM, how long the listener stays open answering not-ready (503)"},
   };
   return keys;
 }

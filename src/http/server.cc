@@ -117,6 +117,38 @@ void RejectBusy(Socket& socket, const ServerCore& core) {
   socket.close(ec);
 }
 
+// Claims the connection that has waited longest for its client (idle keep-alive, or
+// headers not complete) and has it closed. False if every connection is busy with a
+// request. O(connections), only at the limit. The oldest goes first: under a flood of
+// stalled connections those are the flood's, while a new client's request arrives right
+// after its connect and is no longer sheddable by the time the flood catches up.
+bool ShedLongestWaiting(ServerCore& core) {
+  for (int attempt = 0; attempt < 4; ++attempt) {  // a candidate can turn busy meanwhile
+    std::shared_ptr<Connection> victim;
+    int64_t since = 0;
+    {
+      std::lock_guard<std::mutex> lock(core.conns_mu);
+      const std::weak_ptr<Connection>* best = nullptr;
+      for (const auto& [ptr, weak] : core.conns) {
+        // Safe through the raw pointer: a connection leaves the map (under conns_mu)
+        // before it is destroyed.
+        const int64_t s = ptr->shed_since();
+        if (s > 0 && (best == nullptr || s < since)) {
+          best = &weak;
+          since = s;
+        }
+      }
+      if (best == nullptr) return false;
+      victim = best->lock();
+    }
+    if (victim && victim->TryClaim(since)) {
+      asio::post(victim->executor(), [victim] { victim->Shed(); });
+      return true;
+    }
+  }
+  return false;
+}
+
 void DoAccept(const std::shared_ptr<ServerCore>& core) {
   IoContext& ctx = *core->contexts[core->next_context++ % core->contexts.size()];
   core->acceptor->async_accept(ctx, [core](const error_code& ec, Socket socket) {
@@ -136,8 +168,12 @@ void DoAccept(const std::shared_ptr<ServerCore>& core) {
       return;
     }
     size_t open = core->open_connections.fetch_add(1, std::memory_order_relaxed) + 1;
-    if (open > core->options.max_connections) {
+    // Over the limit, the new connection takes the slot of one that waits for its client;
+    // the victim's close gives the slot back, so the count only overshoots while Shed()
+    // is queued.
+    if (open > core->options.limits.max_connections && !ShedLongestWaiting(*core)) {
       core->open_connections.fetch_sub(1, std::memory_order_relaxed);
+      core->rejected.fetch_add(1, std::memory_order_relaxed);
       RejectBusy(socket, *core);
       DoAccept(core);
       return;
@@ -174,9 +210,53 @@ void StartAccepting(const std::shared_ptr<ServerCore>& core) { DoAccept(core); }
 
 HttpServer::HttpServer(std::shared_ptr<internal::ServerCore> core) : core_(std::move(core)) {}
 
+namespace {
+
+Status ValidateLimits(const ServerLimits& l) {
+  if (l.max_connections < 1 || l.max_connections > (size_t{1} << 20)) {
+    return InvalidArgument("server.max_connections must be in 1..1048576, got " +
+                           std::to_string(l.max_connections));
+  }
+  if (l.max_header_bytes < 1024 || l.max_header_bytes > (size_t{1} << 20)) {
+    return InvalidArgument("server.max_header_bytes must be between 1KiB and 1MiB, got " +
+                           std::to_string(l.max_header_bytes));
+  }
+  const std::pair<const char*, std::chrono::milliseconds> timeouts[] = {
+      {"server.header_timeout", l.header_timeout},
+      {"server.body_timeout", l.body_timeout},
+      {"server.idle_timeout", l.idle_timeout}};
+  for (const auto& [key, value] : timeouts) {
+    if (value.count() <= 0) return InvalidArgument(std::string(key) + " must be positive");
+  }
+  if (l.shutdown_delay.count() < 0) return InvalidArgument("server.shutdown_delay is negative");
+  return OkStatus();
+}
+
+}  // namespace
+
+Result<ServerLimits> ServerLimitsFromConfig(const Config& c) {
+  ServerLimits l;
+  IM_ASSIGN_OR_RETURN(int64_t conns, c.GetInt("server.max_connections"));
+  if (conns < 1) return InvalidArgument("server.max_connections must be at least 1");
+  l.max_connections = static_cast<size_t>(conns);
+  IM_ASSIGN_OR_RETURN(int64_t header_bytes, c.GetBytes("server.max_header_bytes"));
+  l.max_header_bytes = static_cast<size_t>(std::max<int64_t>(0, header_bytes));
+  IM_ASSIGN_OR_RETURN(int64_t header_ms, c.GetMillis("server.header_timeout"));
+  l.header_timeout = std::chrono::milliseconds(header_ms);
+  IM_ASSIGN_OR_RETURN(int64_t body_ms, c.GetMillis("server.body_timeout"));
+  l.body_timeout = std::chrono::milliseconds(body_ms);
+  IM_ASSIGN_OR_RETURN(int64_t idle_ms, c.GetMillis("server.idle_timeout"));
+  l.idle_timeout = std::chrono::milliseconds(idle_ms);
+  IM_ASSIGN_OR_RETURN(int64_t delay_ms, c.GetMillis("server.shutdown_delay"));
+  l.shutdown_delay = std::chrono::milliseconds(delay_ms);
+  IM_RETURN_IF_ERROR(ValidateLimits(l));
+  return l;
+}
+
 Result<std::unique_ptr<HttpServer>> HttpServer::Start(ServerOptions options,
                                                       std::shared_ptr<const Router> router) {
   if (!router) return InvalidArgument("http server: no router");
+  IM_RETURN_IF_ERROR(ValidateLimits(options.limits));
   auto core = std::make_shared<ServerCore>();
   core->options = std::move(options);
   core->router = std::move(router);
@@ -206,6 +286,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(ServerOptions options,
   internal::StartAccepting(core);
   std::unique_ptr<HttpServer> server(new HttpServer(core));
   server->port_ = port;
+  if (opt.metrics != nullptr) server->BindMetrics(*opt.metrics);
   for (int i = 0; i < threads; ++i) {
     internal::IoContext* ctx = core->contexts[static_cast<size_t>(i)].get();
     server->threads_.emplace_back([ctx, i] {
@@ -227,13 +308,53 @@ Result<std::unique_ptr<HttpServer>> HttpServer::Start(ServerOptions options,
   return server;
 }
 
-HttpServer::~HttpServer() { Shutdown(std::chrono::milliseconds(0)); }
+void HttpServer::BindMetrics(metrics::Registry& registry) {
+  ServerCore* c = core_.get();  // the bindings are reset in Stop(), before core_ can go
+  auto read = [](const std::atomic<uint64_t>& a) {
+    return [&a] { return static_cast<double>(a.load(std::memory_order_relaxed)); };
+  };
+  auto& open = registry.CallbackGauge("infermesh_http_connections_open",
+                                      "Client connections counted against server.max_connections");
+  metric_bindings_.push_back(
+      open.Bind([c] { return static_cast<double>(c->open_connections.load()); }));
+  auto& rejected = registry.CallbackCounter(
+      "infermesh_http_connections_rejected_total",
+      "Connections answered 503 at server.max_connections because every one was busy");
+  metric_bindings_.push_back(rejected.Bind(read(c->rejected)));
+  auto& shed = registry.CallbackCounter(
+      "infermesh_http_connections_shed_total",
+      "Connections closed at server.max_connections to admit a new one, by what they waited for",
+      {"state"});
+  metric_bindings_.push_back(shed.Bind({"idle"}, read(c->shed_idle)));
+  metric_bindings_.push_back(shed.Bind({"header"}, read(c->shed_header)));
+  auto& timeouts = registry.CallbackCounter(
+      "infermesh_http_connection_timeouts_total",
+      "Connections closed because the client missed a server.*_timeout, by phase", {"phase"});
+  metric_bindings_.push_back(timeouts.Bind({"header"}, read(c->header_timeouts)));
+  metric_bindings_.push_back(timeouts.Bind({"body"}, read(c->body_timeouts)));
+  metric_bindings_.push_back(timeouts.Bind({"idle"}, read(c->idle_timeouts)));
+  metric_bindings_.push_back(timeouts.Bind({"write"}, read(c->write_timeouts)));
+}
+
+// The destructor skips the shutdown delay: nobody is left to answer health checks.
+HttpServer::~HttpServer() { Stop(std::chrono::milliseconds(0), std::chrono::milliseconds(0)); }
 
 void HttpServer::Shutdown(std::chrono::milliseconds grace) {
+  Stop(grace, core_->options.limits.shutdown_delay);
+}
+
+void HttpServer::Stop(std::chrono::milliseconds grace, std::chrono::milliseconds delay) {
   if (shut_down_) return;
   shut_down_ = true;
   using Clock = std::chrono::steady_clock;
   ServerCore& core = *core_;
+  if (delay.count() > 0) {
+    // The owner has turned its readiness false; keep the listener open so that load
+    // balancers read that as 503 and stop sending, instead of seeing refused connects.
+    core.draining.store(true);
+    log::Debug("http server draining", {{"port", int{port_}}, {"delay_ms", delay.count()}});
+    std::this_thread::sleep_for(delay);
+  }
   core.stopping.store(true);
   asio::post(core.contexts[0]->get_executor(), [c = core_] {
     error_code ignored;
@@ -272,6 +393,7 @@ void HttpServer::Shutdown(std::chrono::milliseconds grace) {
   // Destroy handlers that will never run (they may hold connections), keeping the
   // contexts themselves alive for sockets that Responders still own.
   for (auto& ctx : core.contexts) ctx->shutdown();
+  metric_bindings_.clear();
   log::Debug("http server stopped", {{"port", int{port_}}});
 }
 
@@ -279,5 +401,18 @@ size_t HttpServer::open_connections() const { return core_->open_connections.loa
 size_t HttpServer::in_flight() const { return core_->in_flight.load(); }
 uint64_t HttpServer::dropped_responders() const { return core_->dropped_responders.load(); }
 uint64_t HttpServer::handler_exceptions() const { return core_->handler_exceptions.load(); }
+
+HttpServer::Stats HttpServer::stats() const {
+  const ServerCore& c = *core_;
+  Stats s;
+  s.rejected = c.rejected.load();
+  s.shed_idle = c.shed_idle.load();
+  s.shed_header = c.shed_header.load();
+  s.header_timeouts = c.header_timeouts.load();
+  s.body_timeouts = c.body_timeouts.load();
+  s.idle_timeouts = c.idle_timeouts.load();
+  s.write_timeouts = c.write_timeouts.load();
+  return s;
+}
 
 }  // namespace infermesh::http

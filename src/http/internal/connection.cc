@@ -67,6 +67,16 @@ bool IsReservedHeader(std::string_view name) {
   return false;
 }
 
+const char* PhaseName(int phase) {
+  static constexpr const char* kNames[] = {"header", "body", "idle", "handler", "write", "linger"};
+  return kNames[phase];
+}
+
+int64_t Ticks(std::chrono::steady_clock::time_point t) {
+  // Never <= 0, which would read as "not sheddable".
+  return std::max<int64_t>(1, t.time_since_epoch().count());
+}
+
 std::string_view Reason(int status) {
   auto r = beasthttp::obsolete_reason(static_cast<beasthttp::status>(status));
   std::string_view s(r.data(), r.size());
@@ -81,7 +91,8 @@ Connection::Connection(std::shared_ptr<ServerCore> core, Socket socket)
       socket_(std::move(socket)),
       executor_(socket_.get_executor()),
       timer_(executor_),
-      buffer_(core_->options.max_header_bytes + kReadChunk) {}
+      buffer_(core_->options.limits.max_header_bytes + kReadChunk),
+      shed_since_(Ticks(Clock::now())) {}  // waiting for the client from accept on
 
 Connection::~Connection() {
   if (counted_open_) core_->open_connections.fetch_sub(1, std::memory_order_relaxed);
@@ -96,7 +107,10 @@ void Connection::Start() {
     CloseNow();
     return;
   }
-  deadline_ = Clock::now() + core_->options.idle_timeout;
+  // A fresh connection's headers are timed from accept, so connecting and then saying
+  // nothing costs the client the same as a slow header.
+  phase_ = Phase::kHeader;
+  deadline_ = Clock::now() + core_->options.limits.header_timeout;
   ArmTimer();
   ResetForNextRequest();
   ReadLoop();
@@ -104,8 +118,8 @@ void Connection::Start() {
 
 void Connection::ResetForNextRequest() {
   parser_.emplace(&req_);
-  parser_->header_limit(
-      static_cast<std::uint32_t>(std::min<size_t>(core_->options.max_header_bytes, UINT32_MAX)));
+  parser_->header_limit(static_cast<std::uint32_t>(
+      std::min<size_t>(core_->options.limits.max_header_bytes, UINT32_MAX)));
   parser_->body_limit(core_->options.max_body_bytes);
   if (req_.body.capacity() > kKeepBodyCapacity) {
     req_.body = std::string();
@@ -129,13 +143,23 @@ void Connection::ResetForNextRequest() {
 void Connection::ReadLoop() {
   for (;;) {
     if (buffer_.size() > 0) {
-      if (!parser_->got_some()) SetDeadline(Clock::now() + core_->options.idle_timeout);
+      if (!parser_->got_some() && phase_ == Phase::kIdle) {
+        // A keep-alive request begins: its headers are timed from its first byte.
+        EnterPhase(Phase::kHeader, core_->options.limits.header_timeout);
+      }
       error_code ec;
       size_t used = parser_->put(buffer_.data(), ec);
       buffer_.consume(used);
       if (ec && ec != beasthttp::error::need_more) {
         OnParseError(ec);
         return;
+      }
+      if (phase_ == Phase::kHeader && parser_->is_header_done()) {
+        if (!Unshed()) {
+          Shed();
+          return;
+        }
+        EnterPhase(Phase::kBody, core_->options.limits.body_timeout);
       }
       if (parser_->is_done()) {
         OnRequest();
@@ -210,6 +234,7 @@ void Connection::OnParseError(const error_code& ec) {
 void Connection::OnRequest() {
   req_.received = Clock::now();
   state_ = State::kHandling;
+  phase_ = Phase::kHandler;
   keep_alive_ = parser_->keep_alive();
   ++seq_;
   const Router::Match match = core_->router->Find(req_.method, req_.path, &req_.path_params);
@@ -279,7 +304,14 @@ void Connection::OnResponse(uint64_t seq, Response&& response, bool dropped) {
 }
 
 void Connection::StartWrite(Response&& response, bool close) {
+  if (!Unshed()) {  // an error answer to a request the acceptor already claimed
+    Shed();
+    return;
+  }
+  // While draining, closing after each response moves keep-alive clients to a new
+  // connection, which their load balancer can send to another node.
   close = close || !keep_alive_ || close_after_response_ ||
+          core_->draining.load(std::memory_order_relaxed) ||
           core_->stopping.load(std::memory_order_relaxed);
   keep_alive_ = !close;
   state_ = State::kWriting;
@@ -315,7 +347,7 @@ void Connection::StartWrite(Response&& response, bool close) {
   }
   h.append("\r\n");
   body_out_ = std::move(response.body);
-  SetDeadline(Clock::now() + core_->options.idle_timeout);
+  EnterPhase(Phase::kWrite, core_->options.limits.idle_timeout);
   std::array<asio::const_buffer, 2> buffers{asio::buffer(head_out_), asio::buffer(body_out_)};
   asio::async_write(socket_, buffers, [self = shared_from_this()](const error_code& ec, size_t) {
     self->OnWritten(ec);
@@ -335,7 +367,8 @@ void Connection::OnWritten(const error_code& ec) {
     return;
   }
   ResetForNextRequest();
-  SetDeadline(Clock::now() + core_->options.idle_timeout);
+  EnterPhase(Phase::kIdle, core_->options.limits.idle_timeout);
+  MarkSheddable();
   ReadLoop();
 }
 
@@ -391,8 +424,8 @@ void Connection::CloseGracefully() {
   error_code ignored;
   socket_.shutdown(Socket::shutdown_send, ignored);
   drained_ = 0;
-  SetDeadline(Clock::now() +
-              std::min<std::chrono::milliseconds>(core_->options.idle_timeout, kMaxLinger));
+  EnterPhase(Phase::kLinger,
+             std::min<std::chrono::milliseconds>(core_->options.limits.idle_timeout, kMaxLinger));
   buffer_.clear();
   Drain();
 }
@@ -413,6 +446,7 @@ void Connection::Drain() {
 void Connection::CloseNow() {
   if (state_ == State::kClosed) return;
   state_ = State::kClosed;
+  shed_since_.store(0, std::memory_order_release);
   if (cancel_) cancel_->store(true, std::memory_order_relaxed);
   error_code ignored;
   timer_.cancel();
@@ -425,6 +459,34 @@ void Connection::CloseNow() {
   }
   std::lock_guard<std::mutex> lock(core_->conns_mu);
   core_->conns.erase(this);
+}
+
+void Connection::Shed() {
+  if (state_ == State::kClosed) return;  // closed on its own meanwhile: not a shed
+  const bool idle = phase_ == Phase::kIdle;
+  (idle ? core_->shed_idle : core_->shed_header).fetch_add(1, std::memory_order_relaxed);
+  log::Debug("http: connection shed at max_connections", {{"phase", PhaseName(int(phase_))}});
+  CloseNow();
+}
+
+void Connection::MarkSheddable() {
+  // Only this thread moves the value away from 0, so a plain CAS from 0 suffices; it
+  // fails only if the connection is already claimed (then Shed() is on its way).
+  int64_t expected = 0;
+  shed_since_.compare_exchange_strong(expected, Ticks(Clock::now()), std::memory_order_acq_rel);
+}
+
+bool Connection::Unshed() {
+  int64_t v = shed_since_.load(std::memory_order_acquire);
+  while (v > 0) {
+    if (shed_since_.compare_exchange_weak(v, 0, std::memory_order_acq_rel)) return true;
+  }
+  return v != kClaimed;
+}
+
+void Connection::EnterPhase(Phase phase, std::chrono::milliseconds timeout) {
+  phase_ = phase;
+  SetDeadline(Clock::now() + timeout);
 }
 
 void Connection::SetDeadline(Clock::time_point deadline) {
@@ -445,12 +507,29 @@ void Connection::OnTimer(const error_code& ec) {
   const auto now = Clock::now();
   if (state_ == State::kHandling) {
     // No deadline while a handler works; check back later.
-    deadline_ = now + core_->options.idle_timeout;
+    deadline_ = now + core_->options.limits.idle_timeout;
     ArmTimer();
     return;
   }
   if (now >= deadline_) {
-    log::Debug("http: connection timed out");
+    switch (phase_) {
+      case Phase::kHeader:
+        core_->header_timeouts.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Phase::kBody:
+        core_->body_timeouts.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Phase::kIdle:
+        core_->idle_timeouts.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Phase::kWrite:
+        core_->write_timeouts.fetch_add(1, std::memory_order_relaxed);
+        break;
+      case Phase::kHandler:
+      case Phase::kLinger:  // the response is out; the peer's close is only awaited
+        break;
+    }
+    log::Debug("http: connection timed out", {{"phase", PhaseName(int(phase_))}});
     CloseNow();
     return;
   }

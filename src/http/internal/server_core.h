@@ -55,7 +55,16 @@ struct ServerCore {
   std::atomic<size_t> in_flight{0};
   std::atomic<uint64_t> dropped_responders{0};
   std::atomic<uint64_t> handler_exceptions{0};
-  std::atomic<bool> stopping{false};
+  std::atomic<uint64_t> rejected{0};
+  std::atomic<uint64_t> shed_idle{0};
+  std::atomic<uint64_t> shed_header{0};
+  std::atomic<uint64_t> header_timeouts{0};
+  std::atomic<uint64_t> body_timeouts{0};
+  std::atomic<uint64_t> idle_timeouts{0};
+  std::atomic<uint64_t> write_timeouts{0};
+  // Shutdown's delay has begun: still accepting, but every response closes its connection.
+  std::atomic<bool> draining{false};
+  std::atomic<bool> stopping{false};  // the listener is closing or closed
 
   // Cross-thread posts take this lock and stop once the loops are gone (see Shutdown).
   std::mutex post_mu;
