@@ -107,8 +107,8 @@ void WorkerService::Impl::HandleHealth(Request&, Responder responder) {
   Send(responder, h.healthy ? 200 : 503, http::api::SerializeSeedHealth(h));
 }
 
-std::vector<PoolRow> WorkerService::Impl::ThreadPoolTable() const {
-  std::vector<PoolRow> rows;
+std::vector<http::api::SeedThreadPool> WorkerService::Impl::ThreadPoolTable() const {
+  std::vector<http::api::SeedThreadPool> rows;
   // I/O threads never block on a request, so "active" here is what they are serving:
   // admitted requests not yet answered.
   rows.push_back(
@@ -138,58 +138,26 @@ std::vector<PoolRow> WorkerService::Impl::ThreadPoolTable() const {
   return rows;
 }
 
-namespace {
-
-// {"pools":[...],"summary":{...}}. utilization_percent is the share of all pools' threads
-// busy now, each pool's active capped at its workers (the I/O row counts requests).
-boost::json::object ThreadPoolsJson(const std::vector<PoolRow>& rows) {
-  boost::json::array pools;
-  int64_t workers = 0, active = 0, queued = 0, busy = 0;
-  for (const PoolRow& r : rows) {
-    pools.push_back(boost::json::object{{"name", r.name},
-                                        {"workers", r.workers},
-                                        {"active_tasks", r.active},
-                                        {"queue", r.queued},
-                                        {"completed", r.completed}});
-    workers += r.workers;
-    active += r.active;
-    queued += r.queued;
-    busy += std::min(r.active, r.workers);
-  }
-  const double utilization =
-      workers > 0 ? std::round(1000.0 * double(busy) / double(workers)) / 10.0 : 0.0;
-  return boost::json::object{
-      {"pools", std::move(pools)},
-      {"summary", boost::json::object{{"total_workers", workers},
-                                      {"total_active", active},
-                                      {"total_queued", queued},
-                                      {"utilization_percent", utilization}}}};
-}
-
-}  // namespace
-
 void WorkerService::Impl::HandleThreadPools(Request&, Responder responder) {
-  Send(responder, 200, boost::json::serialize(ThreadPoolsJson(ThreadPoolTable())));
+  Send(responder, 200, http::api::SerializeSeedThreadPools(ThreadPoolTable()));
 }
 
 void WorkerService::Impl::HandleThreadPoolsLog(Request&, Responder responder) {
-  const std::vector<PoolRow> rows = ThreadPoolTable();
-  const boost::json::object body = ThreadPoolsJson(rows);
+  const std::vector<http::api::SeedThreadPool> rows = ThreadPoolTable();
   // One event per pool, then the summary: logfmt/JSON lines a log pipeline can parse.
-  for (const PoolRow& r : rows) {
+  for (const auto& r : rows) {
     log::Info("thread pool status", {{"pool", r.name},
                                      {"workers", r.workers},
-                                     {"active", r.active},
-                                     {"queued", r.queued},
+                                     {"active", r.active_tasks},
+                                     {"queued", r.queue},
                                      {"completed", r.completed}});
   }
-  const auto& summary = body.at("summary").as_object();
-  log::Info("thread pool summary",
-            {{"total_workers", summary.at("total_workers").as_int64()},
-             {"total_active", summary.at("total_active").as_int64()},
-             {"total_queued", summary.at("total_queued").as_int64()},
-             {"utilization_percent", summary.at("utilization_percent").as_double()}});
-  Send(responder, 200, boost::json::serialize(body));
+  const http::api::SeedThreadPoolSummary s = http::api::SummarizeThreadPools(rows);
+  log::Info("thread pool summary", {{"total_workers", s.total_workers},
+                                    {"total_active", s.total_active},
+                                    {"total_queued", s.total_queued},
+                                    {"utilization_percent", s.utilization_percent}});
+  Send(responder, 200, http::api::SerializeSeedThreadPools(rows));
 }
 
 // ---- KServe v2 -------------------------------------------------------------

@@ -319,6 +319,8 @@ void WorkerService::Impl::HandleInfo(Request&, Responder responder) {
                           {"ready", m->ok()},
                           {"load_seconds", m->load_seconds}};
     if (!m->ok()) o["error"] = m->status.ToString();
+    // Resident size: the weights held now (once, on the fused path), not the file's size.
+    if (m->ok()) o["weight_bytes"] = static_cast<uint64_t>(WeightBytes(*m));
     if (m->text) {
       // How the runtime executes it: the fused packed-sequence encoder or the graph.
       o["engine"] = m->text->fused_encoder() ? "fused_encoder" : "graph";

@@ -115,6 +115,13 @@ void WorkerMetrics::BindCompletionExceptions(const std::string& model,
                           .Bind({model}, std::move(thrown)));
 }
 
+void WorkerMetrics::BindModelWeightBytes(const std::string& model, std::function<double()> bytes) {
+  bindings_.push_back(registry_
+                          .CallbackGauge("infermesh_model_weight_bytes",
+                                         "Bytes of weights the model holds in memory", {"model"})
+                          .Bind({model}, std::move(bytes)));
+}
+
 void WorkerMetrics::Unbind() { bindings_.clear(); }
 
 }  // namespace infermesh::worker

@@ -3,7 +3,8 @@
 //
 // Requests by route and status and their durations; rejections by reason; queue
 // depth, queue time, tokenization and inference time per model; batch-size and
-// batch-token histograms; the cache; thread pools; model load time and readiness.
+// batch-token histograms; the cache; thread pools; model load time, readiness and
+// resident weight bytes.
 #pragma once
 
 #include <chrono>
@@ -34,6 +35,9 @@ class WorkerMetrics {
   void BindQueue(const std::string& model, std::function<double()> depth);
   // The model's batcher's callback_exceptions, read at scrape time.
   void BindCompletionExceptions(const std::string& model, std::function<double()> thrown);
+  // infermesh_model_weight_bytes{model}: the weights the model holds in memory now, read
+  // at scrape time (the runtime may release a copy after load, e.g. the fused path).
+  void BindModelWeightBytes(const std::string& model, std::function<double()> bytes);
   // Drops every scrape-time binding (before the objects they read are destroyed).
   void Unbind();
 

@@ -177,6 +177,7 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
     impl->metrics->model_ready.WithLabels({m->name}).Set(m->ok() ? 1 : 0);
     impl->metrics->model_load_seconds.WithLabels({m->name}).Set(m->load_seconds);
     if (!m->ok()) continue;
+    impl->metrics->BindModelWeightBytes(m->name, [e = m.get()] { return double(WeightBytes(*e)); });
     const std::string name = m->name;
     WorkerMetrics* wm = impl->metrics.get();
     if (m->kind == ModelKind::kText) {

@@ -321,6 +321,22 @@ class Api(unittest.TestCase):
         self.assertIn("not a valid onnx model", models["broken"]["error"].lower())
         self.assertIn("model failed to load", self.w.logs())
 
+    def test_weight_bytes_in_info_and_metrics(self):
+        # Resident weights per model, close to the file (a generated fixture's file is
+        # almost all weights): in /info and as infermesh_model_weight_bytes{model}.
+        models = {m["name"]: m for m in self.w.get("/info").json()["models"]}
+        files = {TEXT_MODEL: os.path.join(self.repo, TEXT_MODEL, "onnx", "model.onnx"),
+                 TENSOR_MODEL: os.path.join(self.repo, TENSOR_MODEL + ".onnx")}
+        m = self.w.metrics()
+        for name, path in files.items():
+            got = models[name]["weight_bytes"]
+            size = os.path.getsize(path)
+            self.assertGreater(got, 0, models[name])
+            self.assertGreaterEqual(got, 0.5 * size, (name, got, size))
+            self.assertLessEqual(got, 1.5 * size, (name, got, size))
+            self.assertEqual(m[f'infermesh_model_weight_bytes{{model="{name}"}}'], got)
+        self.assertNotIn("weight_bytes", models["broken"])
+
     def test_failed_model_is_not_ready_and_not_served(self):
         r = self.w.get("/v2/models/broken/ready")
         self.assertEqual(r.status_code, 503)

@@ -1,6 +1,7 @@
 // Seed-compatible codecs; see seed.h.
 #include "http/api/seed.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "http/api/json_read.h"
@@ -88,6 +89,51 @@ std::string SerializeSeedHealth(const SeedHealth& h) {
   AppendUint(out, h.batch_processor.timeout_batches);
   out += ",\"full_batches\":";
   AppendUint(out, h.batch_processor.full_batches);
+  out += "}}";
+  return out;
+}
+
+SeedThreadPoolSummary SummarizeThreadPools(std::span<const SeedThreadPool> pools) {
+  SeedThreadPoolSummary s;
+  int64_t busy = 0;
+  for (const SeedThreadPool& p : pools) {
+    s.total_workers += p.workers;
+    s.total_active += p.active_tasks;
+    s.total_queued += p.queue;
+    busy += std::clamp<int64_t>(p.active_tasks, 0, std::max<int64_t>(p.workers, 0));
+  }
+  if (s.total_workers > 0) {
+    s.utilization_percent = std::round(1000.0 * double(busy) / double(s.total_workers)) / 10.0;
+  }
+  return s;
+}
+
+std::string SerializeSeedThreadPools(std::span<const SeedThreadPool> pools) {
+  std::string out = "{\"pools\":[";
+  for (size_t i = 0; i < pools.size(); ++i) {
+    const SeedThreadPool& p = pools[i];
+    if (i != 0) out += ',';
+    out += "{\"name\":";
+    AppendJsonString(out, p.name);
+    out += ",\"workers\":";
+    AppendInt(out, p.workers);
+    out += ",\"active_tasks\":";
+    AppendInt(out, p.active_tasks);
+    out += ",\"queue\":";
+    AppendInt(out, p.queue);
+    out += ",\"completed\":";
+    AppendInt(out, p.completed);
+    out += '}';
+  }
+  const SeedThreadPoolSummary s = SummarizeThreadPools(pools);
+  out += "],\"summary\":{\"total_workers\":";
+  AppendInt(out, s.total_workers);
+  out += ",\"total_active\":";
+  AppendInt(out, s.total_active);
+  out += ",\"total_queued\":";
+  AppendInt(out, s.total_queued);
+  out += ",\"utilization_percent\":";
+  AppendStat(out, s.utilization_percent);
   out += "}}";
   return out;
 }

@@ -1,4 +1,5 @@
-// The seed-compatible generic tensor API: POST /infer and GET /health.
+// The seed-compatible generic tensor API: POST /infer, GET /health and
+// GET /health/thread-pools.
 //
 //   auto req = ParseSeedInferRequest(body, limits);   // errors: 400 {"error": ...}
 //   SeedInferResponse r{req->request_id, output, node_id, cached, micros};
@@ -50,5 +51,26 @@ struct SeedHealth {
   SeedBatchStats batch_processor;
 };
 std::string SerializeSeedHealth(const SeedHealth& h);
+
+// One pool of GET /health/thread-pools, as measured when the request is served.
+struct SeedThreadPool {
+  std::string name;
+  int64_t workers = 0;
+  int64_t active_tasks = 0;
+  int64_t queue = 0;
+  int64_t completed = 0;
+};
+struct SeedThreadPoolSummary {
+  int64_t total_workers = 0;  // sums of the rows
+  int64_t total_active = 0;
+  int64_t total_queued = 0;
+  // Busy threads over all threads, each pool's active_tasks capped at its workers (a row
+  // may count requests rather than threads), one decimal; 0 with no workers.
+  double utilization_percent = 0;
+};
+SeedThreadPoolSummary SummarizeThreadPools(std::span<const SeedThreadPool> pools);
+// {"pools":[{"name","workers","active_tasks","queue","completed"}],
+//  "summary":{"total_workers","total_active","total_queued","utilization_percent"}}
+std::string SerializeSeedThreadPools(std::span<const SeedThreadPool> pools);
 
 }  // namespace infermesh::http::api

@@ -146,14 +146,12 @@ struct TensorModel {
   RunningCount running;
 };
 
-// One row of /health/thread-pools.
-struct PoolRow {
-  std::string name;
-  int64_t workers = 0;
-  int64_t active = 0;
-  int64_t queued = 0;
-  int64_t completed = 0;
-};
+// Bytes of weights a loaded model holds, on whichever path it runs (fused encoder or
+// graph); 0 for a model that failed to load.
+inline size_t WeightBytes(const ModelEntry& m) {
+  if (m.text) return m.text->weight_bytes();
+  return m.session ? m.session->weight_bytes() : 0;
+}
 
 // What the embedding pipeline hands back: raw rows in input order.
 struct EmbedOutcome {
@@ -242,7 +240,7 @@ struct WorkerService::Impl {
   void HandleThreadPoolsLog(Request&, Responder responder);
   // Every pool's numbers, read now: I/O, tokenize, KServe, each model's inference
   // thread and the intra-op team.
-  std::vector<internal::PoolRow> ThreadPoolTable() const;
+  std::vector<http::api::SeedThreadPool> ThreadPoolTable() const;
   // ---- KServe v2 -------------------------------------------------------------
   void HandleKServeModel(Request& req, Responder responder, bool ready_only);
   static std::string KServeTypeName(runtime::DataType t);

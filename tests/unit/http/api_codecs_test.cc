@@ -243,6 +243,29 @@ TEST(ApiOpenAi, ResponseFloatAndBase64Agree) {
   EXPECT_NE(OpenAiErrorBody(TeiBackendError("x")).find("server_error"), std::string::npos);
 }
 
+TEST(ApiSeed, ThreadPoolsSummaryIsComputedFromTheRows) {
+  const std::vector<SeedThreadPool> pools = {
+      {"io", 1, 5, 0, 9},  // active counts requests: capped at workers for utilization
+      {"tokenize", 1, 0, 2, 3},
+      {"inference:bge", 1, 1, 4, 7},
+      {"intra_op", 2, 2, 0, 0}};
+  const SeedThreadPoolSummary s = SummarizeThreadPools(pools);
+  EXPECT_EQ(s.total_workers, 5);
+  EXPECT_EQ(s.total_active, 8);
+  EXPECT_EQ(s.total_queued, 6);
+  EXPECT_DOUBLE_EQ(s.utilization_percent, 80.0);  // (1 + 0 + 1 + 2) / 5
+  auto v = boost::json::parse(SerializeSeedThreadPools(pools)).as_object();
+  ASSERT_EQ(v.at("pools").as_array().size(), 4u);
+  EXPECT_EQ(v.at("pools").at(2).at("name"), "inference:bge");
+  EXPECT_EQ(v.at("pools").at(2).at("queue"), 4);
+  EXPECT_EQ(v.at("summary").at("total_active"), 8);
+  EXPECT_DOUBLE_EQ(v.at("summary").at("utilization_percent").to_number<double>(), 80.0);
+  const SeedThreadPoolSummary idle = SummarizeThreadPools(std::vector<SeedThreadPool>{});
+  EXPECT_EQ(idle.total_workers, 0);
+  EXPECT_EQ(idle.utilization_percent, 0.0);
+  EXPECT_NE(SerializeSeedThreadPools({}).find("\"utilization_percent\":0"), std::string::npos);
+}
+
 TEST(ApiSeed, InferRoundTripAndErrors) {
   auto r = ParseSeedInferRequest(R"({"request_id":"r1","input_data":[1,2.5,-0.0,1e-45]})");
   ASSERT_TRUE(r.ok()) << r.error().message;

@@ -55,5 +55,18 @@ TEST(WorkerMetrics, CompletionAndPoolTaskExceptionsAreScraped) {
   wm.Unbind();
 }
 
+TEST(WorkerMetrics, ModelWeightBytesAreReadAtScrapeTime) {
+  metrics::Registry r;
+  WorkerMetrics wm(r);
+  double bytes = 1000;
+  wm.BindModelWeightBytes("bge", [&] { return bytes; });
+  EXPECT_TRUE(Has(r.RenderText(), "infermesh_model_weight_bytes{model=\"bge\"} 1000"));
+  bytes = 500;  // e.g. a copy released after load
+  const std::string text = r.RenderText();
+  EXPECT_TRUE(Has(text, "infermesh_model_weight_bytes{model=\"bge\"} 500")) << text;
+  wm.Unbind();
+  EXPECT_EQ(r.RenderText().find("infermesh_model_weight_bytes{"), std::string::npos);
+}
+
 }  // namespace
 }  // namespace infermesh::worker
