@@ -347,16 +347,14 @@ void WorkerService::Impl::HandleOpenAi(Request& req, Responder responder) {
   TextModel* model = TextModelFor(parsed->model);
   if (model == nullptr && text_models.size() == 1) model = TextModelFor("");
   if (model == nullptr) {
-    ApiError e{404, "invalid_request_error",
-               "model '" + parsed->model + "' is not served by this worker", "model"};
+    ApiError e = http::api::ApiErrorFromStatus(
+        NotFound("model '" + parsed->model + "' is not served by this worker"));
+    e.param = "model";
     return SendOpenAiError(responder, e);
   }
-  if (static_cast<int64_t>(parsed->size()) > options.max_client_batch_size) {
-    ApiError e{400, "invalid_request_error",
-               "batch size " + std::to_string(parsed->size()) + " > maximum allowed " +
-                   std::to_string(options.max_client_batch_size),
-               "input"};
-    return SendOpenAiError(responder, e);
+  if (auto e = CheckClientBatch(parsed->size())) {
+    e->param = "input";  // OpenAI's name for the field
+    return SendOpenAiError(responder, *e);
   }
   const int64_t dim = model->entry->text->dim();
   if (parsed->dimensions && (*parsed->dimensions < 1 || *parsed->dimensions > dim)) {
