@@ -130,8 +130,10 @@ bool ShedLongestWaiting(ServerCore& core) {
       std::lock_guard<std::mutex> lock(core.conns_mu);
       const std::weak_ptr<Connection>* best = nullptr;
       for (const auto& [ptr, weak] : core.conns) {
-        // Safe through the raw pointer: a connection leaves the map (under conns_mu)
-        // before it is destroyed.
+        // The raw key is safe to read here: a connection is in the map from before it
+        // starts until it erases itself (under conns_mu) in CloseNow() or, at the
+        // latest, its destructor. No shared_ptr is made per entry, since dropping the
+        // last one under conns_mu would run a destructor that takes it again.
         const int64_t s = ptr->shed_since();
         if (s > 0 && (best == nullptr || s < since)) {
           best = &weak;
@@ -181,11 +183,13 @@ void DoAccept(const std::shared_ptr<ServerCore>& core) {
     error_code ignored;
     socket.set_option(asio::ip::tcp::no_delay(true), ignored);
     auto conn = std::make_shared<Connection>(core, std::move(socket));
-    asio::post(conn->executor(), [conn] { conn->Start(); });
     {
+      // Registered before it can run: a connection that closes at once (on another
+      // loop) must find itself here to erase, or the map would keep a stale entry.
       std::lock_guard<std::mutex> lock(core->conns_mu);
       core->conns.insert_or_assign(conn.get(), conn);
     }
+    asio::post(conn->executor(), [conn] { conn->Start(); });
     DoAccept(core);
   });
 }

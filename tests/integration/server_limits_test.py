@@ -143,8 +143,13 @@ class Flood(unittest.TestCase):
             self.assertLess(took, 2.0, "a new client waited behind the stalled ones")
 
             m = w.metrics()
-            self.assertGreaterEqual(m.get('infermesh_http_connections_shed_total{state="header"}', 0),
-                                    self.STALLED - self.LIMIT, m)
+            shed = m.get('infermesh_http_connections_shed_total{state="header"}', 0)
+            self.assertGreater(shed, 0, m)
+            # Every stalled connection beyond the limit made room by being shed (or, on a
+            # machine slower than the header timeout, by timing out).
+            self.assertGreaterEqual(
+                shed + m.get('infermesh_http_connection_timeouts_total{phase="header"}', 0),
+                self.STALLED - self.LIMIT, m)
             self.assertLessEqual(m.get("infermesh_http_connections_open", 1e9), self.LIMIT + 1, m)
             # The stalled ones that were not shed are closed by the header timeout.
             self.assertTrue(wait_for(lambda: all(closed_by_peer(s) for s in stalled), 30),
