@@ -837,15 +837,15 @@ def wait_for(pred, timeout=60, step=0.05):
 class Disconnect(unittest.TestCase):
     """A client that goes away while its request waits in the batcher's queue.
 
-    A (8 long texts) occupies the inference thread for 8 one-text batches (the token budget of
-    600 holds one text of ~400 tokens); B (8 more) is admitted and queued behind all of A, and
-    its client closes the socket at once. B must be dropped before compute, the worker must
-    keep serving, and nothing may stay in flight.
+    A (one text) is held in the backend by worker.test_backend_delay (test only), so time
+    is controlled rather than assumed from a slow model; B (8 texts) is admitted and queued
+    behind A, and its client closes the socket at once. B must be dropped before compute,
+    the worker must keep serving, and nothing may stay in flight.
     """
 
     @classmethod
     def setUpClass(cls):
-        cls.w = w = Worker(demo_repo("slow"), ["worker.max_batch_tokens=600",
+        cls.w = w = Worker(demo_repo("tiny"), ["worker.test_backend_delay=1500ms",
                                                "worker.max_client_batch_size=8"],
                            name="disconnect")
         key = f'infermesh_batch_size_sum{{model="{TEXT_MODEL}"}}'
@@ -853,7 +853,7 @@ class Disconnect(unittest.TestCase):
         cls.rejected_before = sum(v for k, v in w.metrics().items()
                                   if k.startswith("infermesh_requests_rejected_total"))
         result = {}
-        a_texts = [long_text(i, 200) for i in range(8)]
+        a_texts = ["held in the backend while B waits"]
 
         def run_a():
             try:
@@ -866,7 +866,7 @@ class Disconnect(unittest.TestCase):
         t.start()
         cls.a_in_flight = wait_for(lambda: w.metrics().get("infermesh_requests_in_flight", 0) >= 1,
                                    timeout=30, step=0.005)
-        body = json.dumps({"inputs": [long_text(100 + i, 200) for i in range(8)]}).encode()
+        body = json.dumps({"inputs": [long_text(100 + i, 12) for i in range(8)]}).encode()
         s = socket.create_connection(("127.0.0.1", w.port), timeout=TIMEOUT)
         s.sendall((f"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                    f"Content-Length: {len(body)}\r\n\r\n").encode() + body)
@@ -899,7 +899,7 @@ class Disconnect(unittest.TestCase):
         self.assertFalse(self.a_alive, "A hung")
         self.assertIsInstance(self.a, requests.Response, self.a)
         self.assertEqual(self.a.status_code, 200, self.a.text)
-        self.assertEqual(len(self.a.json()), 8)
+        self.assertEqual(len(self.a.json()), 1)
         self.assertTrue(self.idle, self.w.get("/health/thread-pools").text)
         pools = {p["name"]: p for p in self.w.get("/health/thread-pools").json()["pools"]}
         self.assertEqual(pools["io"]["active_tasks"], 0)
@@ -910,8 +910,8 @@ class Disconnect(unittest.TestCase):
         self.assertIsNone(self.w.proc.poll())
 
     def test_abandoned_request_is_not_computed(self):
-        # Only A's 8 rows went through the model; B's 8 were dropped before compute.
-        self.assertEqual(self.rows_computed, 8)
+        # Only A's row went through the model; B's 8 were dropped before compute.
+        self.assertEqual(self.rows_computed, 1)
 
     def test_abandoned_request_is_counted_in_metrics(self):
         # The drop must be visible to operators, e.g. as
@@ -922,18 +922,20 @@ class Disconnect(unittest.TestCase):
 class Deadline(unittest.TestCase):
     """worker.request_timeout: an expired request is answered 504, never computed late.
 
-    8 texts of ~400 tokens under a token budget of 600 need 8 sequential batches of the slow
-    encoder, far more than the 50 ms deadline, so the later ones expire while queued.
+    8 texts of ~26 tokens under a token budget of 40 need 8 sequential batches, and
+    worker.test_backend_delay (test only) holds each in the backend for 400 ms, twice the
+    200 ms deadline: the later ones expire while queued, however fast the machine is.
     """
 
     @classmethod
     def setUpClass(cls):
-        cls.w = w = Worker(demo_repo("slow"), ["worker.request_timeout=50ms",
-                                               "worker.max_batch_tokens=600",
+        cls.w = w = Worker(demo_repo("tiny"), ["worker.request_timeout=200ms",
+                                               "worker.test_backend_delay=400ms",
+                                               "worker.max_batch_tokens=40",
                                                "worker.max_client_batch_size=8"],
                            name="deadline")
-        cls.tei = w.post("/embed", {"inputs": [long_text(600 + i, 200) for i in range(8)]})
-        cls.openai = w.post("/v1/embeddings", {"input": [long_text(700 + i, 200)
+        cls.tei = w.post("/embed", {"inputs": [long_text(600 + i, 12) for i in range(8)]})
+        cls.openai = w.post("/v1/embeddings", {"input": [long_text(700 + i, 12)
                                                          for i in range(8)]})
         cls.after = w.get("/health")  # not /embed: 50 ms could pass on a busy machine
         cls.m = w.metrics()
@@ -1018,19 +1020,20 @@ class ThreadPoolNumbers(unittest.TestCase):
 
 
 class Overload(unittest.TestCase):
-    """4x capacity at once against the slow encoder."""
+    """4x capacity at once, each request held 300 ms in the backend by
+    worker.test_backend_delay (test only), so that the arrivals overlap on any machine."""
 
     def test_overload_4x_capacity(self):
         concurrent, queued = 2, 2
-        w = Worker(demo_repo("slow"), [f"worker.max_concurrent_requests={concurrent}",
-                                       f"worker.max_queue_requests={queued}"], name="overload")
+        w = Worker(demo_repo("tiny"), [f"worker.max_concurrent_requests={concurrent}",
+                                       f"worker.max_queue_requests={queued}",
+                                       "worker.test_backend_delay=300ms"], name="overload")
         try:
             w.post("/embed", {"inputs": ["warm up"]})
             idle_rss = w.rss_kib()
             n = 4 * (concurrent + queued)
-            # Each request holds the model for a while (3 texts of ~300 tokens), so that 16
-            # arrivals at once overlap; half use the TEI route, half the OpenAI one.
-            texts = [[long_text(200 + i, 150), long_text(300 + i, 150), long_text(400 + i, 150)]
+            # Half use the TEI route, half the OpenAI one.
+            texts = [[long_text(200 + i, 12), long_text(300 + i, 12), long_text(400 + i, 12)]
                      for i in range(n)]
             routes = ["/embed" if i % 2 == 0 else "/v1/embeddings" for i in range(n)]
             barrier = threading.Barrier(n)
@@ -1081,7 +1084,7 @@ class Overload(unittest.TestCase):
                     self.assertEqual(r.status_code, 429)
                     self.assertIn("max_concurrent_requests", r.json()["error"]["message"])
             # The 200 answers are correct: equal to `infermesh embed` on the same texts.
-            want = cli_embed(demo_repo("slow"), [t for i in ok for t in texts[i]])
+            want = cli_embed(demo_repo("tiny"), [t for i in ok for t in texts[i]])
             got = []
             for i in ok:
                 body = results[i].json()
