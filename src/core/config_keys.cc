@@ -13,6 +13,8 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"runtime.precision", "",
        "fp32 or bf16 for every model (empty: each model's infermesh.json)"},
       {"runtime.fused_encoder", "true", "run BERT-family encoders through the fused packed path"},
+      {"runtime.graph_fusion", "true",
+       "fuse MatMul+bias+GELU, residual+LayerNorm and scale+mask+Softmax on the graph path"},
       {"worker.host", "127.0.0.1", "address the worker listens on"},
       {"worker.port", "8000", "port the worker listens on (0 = ephemeral)"},
       {"worker.models", "", "model repository: one folder or .onnx file per model"},

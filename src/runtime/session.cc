@@ -523,6 +523,7 @@ Status ReadRuntimeConfig(const Config& config, SessionOptions* options) {
     options->precision = *p;
   }
   IM_ASSIGN_OR_RETURN(options->fused_encoder, config.GetBool("runtime.fused_encoder"));
+  IM_ASSIGN_OR_RETURN(options->graph_fusion, config.GetBool("runtime.graph_fusion"));
   return OkStatus();
 }
 

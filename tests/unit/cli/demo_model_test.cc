@@ -309,11 +309,17 @@ TEST(RuntimeConfigTest, ReadsPrecisionAndFusedEncoder) {
   ASSERT_TRUE(runtime::ReadRuntimeConfig(c, &so).ok());
   EXPECT_FALSE(so.precision.has_value());
   EXPECT_TRUE(so.fused_encoder);
+  EXPECT_TRUE(so.graph_fusion);
   ASSERT_TRUE(c.SetFromFlag("runtime.precision=bf16").ok());
   ASSERT_TRUE(c.SetFromFlag("runtime.fused_encoder=false").ok());
+  ASSERT_TRUE(c.SetFromFlag("runtime.graph_fusion=false").ok());
   ASSERT_TRUE(runtime::ReadRuntimeConfig(c, &so).ok());
   EXPECT_EQ(so.precision, runtime::Precision::kBf16);
   EXPECT_FALSE(so.fused_encoder);
+  EXPECT_FALSE(so.graph_fusion);
+  ASSERT_TRUE(c.SetFromFlag("runtime.graph_fusion=maybe").ok());
+  EXPECT_EQ(runtime::ReadRuntimeConfig(c, &so).code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE(c.SetFromFlag("runtime.graph_fusion=true").ok());
   ASSERT_TRUE(c.SetFromFlag("runtime.precision=int4").ok());
   Status st = runtime::ReadRuntimeConfig(c, &so);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
