@@ -30,7 +30,7 @@ constexpr int64_t kRowQuantum = 16;
 // more than it saves on small tensors).
 constexpr int64_t kSerialElements = 1 << 14;
 // Multiply-adds below which a Linear runs on one thread (MLP rows at batch 1).
-constexpr int64_t kSerialMacs = int64_t{1} << 18;
+constexpr int64_t kSerialMacs = int64_t{1} << 20;
 
 // ---------------------------------------------------------------------------------
 // Fused kernels
