@@ -83,8 +83,8 @@ inline Status CheckAlive(TimePoint deadline, const CancelFlag& cancel, TimePoint
 
 // Call only inside a catch block: turns the exception being handled into an
 // Internal status that names it and `during` ("inference"), and sets *reason to the
-// BatchRecord::failure label. Internal maps to the worker's backend error (424; 500
-// on OpenAI routes).
+// BatchRecord::failure label. Internal maps to 500 on every route (the one mapping in
+// src/http/api/api_error.h).
 inline Status StatusFromException(const std::string& during, std::string* reason) {
   try {
     throw;
