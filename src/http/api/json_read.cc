@@ -113,20 +113,19 @@ ApiResult<std::optional<int64_t>> OptionalInt(const boost::json::object& obj, st
   return WrongType(style, key, "an integer", *v);
 }
 
+ApiResult<double> NumberAsDouble(const boost::json::value& v, const ErrorStyle& style,
+                                 const std::string& param) {
+  if (v.is_double()) return v.get_double();
+  if (v.is_int64()) return static_cast<double>(v.get_int64());
+  if (v.is_uint64()) return static_cast<double>(v.get_uint64());
+  std::string expected = "a number";
+  if (v.is_string()) expected += " (NaN and Infinity are not representable in JSON)";
+  return WrongType(style, param, expected, v);
+}
+
 ApiResult<float> NumberAsFloat(const boost::json::value& v, const ErrorStyle& style,
                                const std::string& param) {
-  double d;
-  if (v.is_double()) {
-    d = v.get_double();
-  } else if (v.is_int64()) {
-    d = static_cast<double>(v.get_int64());
-  } else if (v.is_uint64()) {
-    d = static_cast<double>(v.get_uint64());
-  } else {
-    std::string expected = "a number";
-    if (v.is_string()) expected += " (NaN and Infinity are not representable in JSON)";
-    return WrongType(style, param, expected, v);
-  }
+  IM_API_ASSIGN_OR_RETURN(double d, NumberAsDouble(v, style, param));
   // Boost.JSON parses overflowing literals (1e999) to inf; a finite double beyond
   // float's range becomes inf here. Either way the value cannot be carried.
   const float f = static_cast<float>(d);

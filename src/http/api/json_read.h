@@ -50,6 +50,11 @@ ApiResult<std::optional<std::string>> OptionalString(const boost::json::object& 
 ApiResult<std::optional<int64_t>> OptionalInt(const boost::json::object& obj, std::string_view key,
                                               const ErrorStyle& style);
 
+// Numbers of any JSON kind as double (an overflowing literal such as 1e999 arrives as
+// inf: callers check the range they need); anything else is a type error.
+ApiResult<double> NumberAsDouble(const boost::json::value& v, const ErrorStyle& style,
+                                 const std::string& param);
+
 // Numbers of any JSON kind as float; rejects values outside float's finite range.
 // `param` names the element in errors, e.g. "input_data[3]".
 ApiResult<float> NumberAsFloat(const boost::json::value& v, const ErrorStyle& style,

@@ -88,16 +88,7 @@ struct Flattener {
 
   ApiResult<bool> Float(const boost::json::value& v, const std::string& where) {
     if (type.element_size == 8) {
-      double d;
-      if (v.is_double()) {
-        d = v.get_double();
-      } else if (v.is_int64()) {
-        d = static_cast<double>(v.get_int64());
-      } else if (v.is_uint64()) {
-        d = static_cast<double>(v.get_uint64());
-      } else {
-        return WrongType(kKServeStyle, where, "a number", v);
-      }
+      IM_API_ASSIGN_OR_RETURN(double d, internal::NumberAsDouble(v, kKServeStyle, where));
       // Boost.JSON parses an overflowing literal (1e999) to inf.
       if (!std::isfinite(d)) {
         return DataError(kKServeStyle, where, "`" + where + "`: number out of FP64 range");

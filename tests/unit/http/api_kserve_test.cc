@@ -73,6 +73,10 @@ TEST(ApiKServe, RejectsBadTensors) {
   EXPECT_EQ(Err(Input("FP32", "[1]", R"(["Infinity"])")).param, "inputs[0].data[0]");
   EXPECT_EQ(Err(Input("FP32", "[1]", "[1e39]")).message,
             "`inputs[0].data[0]`: number out of float32 range");
+  // FP64 goes through the same number reading: a string or an overflow is an error.
+  EXPECT_EQ(Err(Input("FP64", "[2]", R"([1,"NaN"])")).param, "inputs[0].data[1]");
+  EXPECT_EQ(Err(Input("FP64", "[1]", "[1e999]")).message,
+            "`inputs[0].data[0]`: number out of FP64 range");
   EXPECT_EQ(Err(Input("FP16", "[1]", "[65520]")).message,
             "`inputs[0].data[0]`: number out of FP16 range");
   EXPECT_EQ(Err(Input("INT32", "[1]", "[2147483648]")).param, "inputs[0].data[0]");
