@@ -14,6 +14,16 @@
 namespace infermesh::runtime {
 namespace {
 
+Tensor RandomInput(Shape shape, uint32_t seed, float scale = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, scale);
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<float> v(static_cast<size_t>(n));
+  for (float& x : v) x = dist(rng);
+  return Tensor::FromVector<float>(shape, v);
+}
+
 class GraphBuilder {
  public:
   explicit GraphBuilder(int opset) {
@@ -52,13 +62,7 @@ class GraphBuilder {
   }
   void Scalar(const std::string& name, float v) { Const(name, Tensor::FromVector<float>({}, {v})); }
   void Random(const std::string& name, Shape shape, float scale, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> dist(0.0f, scale);
-    int64_t n = 1;
-    for (int64_t d : shape) n *= d;
-    std::vector<float> v(static_cast<size_t>(n));
-    for (float& x : v) x = dist(rng);
-    Const(name, Tensor::FromVector<float>(shape, v));
+    Const(name, RandomInput(std::move(shape), seed, scale));
   }
   onnx::NodeProto* Node(const std::string& op, std::vector<std::string> ins,
                         std::vector<std::string> outs) {
@@ -123,16 +127,6 @@ class GraphBuilder {
   onnx::GraphProto* g_;
 };
 
-Tensor RandomInput(Shape shape, uint32_t seed, float scale = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, scale);
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = dist(rng);
-  return Tensor::FromVector<float>(shape, v);
-}
-
 struct Runs {
   FusionCounts fused_counts;
   size_t fused_nodes = 0, plain_nodes = 0;
@@ -176,17 +170,27 @@ Runs ExpectSameWithAndWithoutFusion(const std::string& bytes,
   return r;
 }
 
-TEST(GraphFusion, MatMulBiasGeluBecomesOneLinear) {
+// x [..., k] → MatMul(w [k, n]) = "mm" → Add(bias) = "h" → GELU = "y", the graph output,
+// plus `extra` outputs.
+std::string LinearBiasGeluModel(std::vector<int64_t> x_dims, int64_t n, uint32_t seed,
+                                const std::vector<std::string>& extra = {}) {
   GraphBuilder b(14);
-  b.Input("x", {-1, -1, 24});
-  b.Random("w", {24, 40}, 0.3f, 1);
-  b.Random("bias", {40}, 0.1f, 2);
+  const int64_t k = x_dims.back();
+  b.Input("x", std::move(x_dims));
+  b.Random("w", {k, n}, 0.3f, seed);
+  b.Random("bias", {n}, 0.1f, seed + 1);
   b.Node("MatMul", {"x", "w"}, {"mm"});
   b.Node("Add", {"mm", "bias"}, {"h"});
   b.Gelu("h", "y");
   b.Output("y");
+  for (const auto& e : extra) b.Output(e);
+  return b.Bytes();
+}
+
+TEST(GraphFusion, MatMulBiasGeluBecomesOneLinear) {
+  const std::string model = LinearBiasGeluModel({-1, -1, 24}, 40, 1);
   // 37 rows: one block of 32 plus a tail of 5 (the row-count chunking).
-  auto r = ExpectSameWithAndWithoutFusion(b.Bytes(), {{"x", RandomInput({1, 37, 24}, 3)}});
+  auto r = ExpectSameWithAndWithoutFusion(model, {{"x", RandomInput({1, 37, 24}, 3)}});
   EXPECT_EQ(r.fused_counts.linear, 1);
   EXPECT_EQ(r.fused_counts.bias, 1);
   EXPECT_EQ(r.fused_counts.gelu, 1);
@@ -262,6 +266,49 @@ TEST(GraphFusion, LayerNormalizationWithAPositiveAxis) {
   EXPECT_EQ(r.fused_counts.layer_norm, 1);
 }
 
+TEST(GraphFusion, APositiveAxisThatIsNotTheLastRunsTheNodesOwnKernel) {
+  // axis = 1 with a [16] scale on a [2, 3, 16] input normalizes [3, 16]: not the fused
+  // pass's case, so the node's own kernel runs inside the fused one (residual included).
+  GraphBuilder b(17);
+  b.Input("x", {-1, 3, 16});
+  b.Input("r", {-1, 3, 16});
+  b.Node("Add", {"x", "r"}, {"s"});
+  b.Random("gamma", {16}, 0.2f, 30);
+  b.Random("beta", {16}, 0.2f, 31);
+  GraphBuilder::IntAttr(b.Node("LayerNormalization", {"s", "gamma", "beta"}, {"y"}), "axis", 1);
+  b.Output("y");
+  auto r = ExpectSameWithAndWithoutFusion(
+      b.Bytes(), {{"x", RandomInput({2, 3, 16}, 32)}, {"r", RandomInput({2, 3, 16}, 33)}});
+  EXPECT_EQ(r.fused_counts.layer_norm, 1);
+  EXPECT_EQ(r.fused_counts.skip, 1);
+}
+
+TEST(GraphFusion, AMaskThatDoesNotBroadcastIsAnError) {
+  GraphBuilder b(14);
+  b.Input("q", {-1, 2, -1, 8});
+  b.Input("kt", {-1, 2, 8, -1});
+  b.Input("mask", {-1, 1, 1, -1});
+  b.Node("MatMul", {"q", "kt"}, {"scores"});
+  b.Scalar("c", 2.0f);
+  b.Node("Mul", {"scores", "c"}, {"scaled"});
+  b.Node("Add", {"scaled", "mask"}, {"masked"});
+  GraphBuilder::IntAttr(b.Node("Softmax", {"masked"}, {"y"}), "axis", -1);
+  b.Output("y");
+  SessionOptions options;
+  options.intra_op_threads = 2;
+  auto s = Session::LoadFromBytes(b.Bytes(), "", options);
+  ASSERT_TRUE(s.ok()) << s.status().ToString();
+  ASSERT_EQ((*s)->fusions().softmax, 1);
+  // 5 mask columns against 7 keys.
+  auto out = (*s)->Run({{"q", RandomInput({2, 2, 7, 8}, 34)},
+                        {"kt", RandomInput({2, 2, 8, 7}, 35)},
+                        {"mask", RandomInput({2, 1, 1, 5}, 36)}});
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(out.status().message().find("does not broadcast"), std::string::npos)
+      << out.status().ToString();
+}
+
 TEST(GraphFusion, ScaledMaskedSoftmaxBroadcastsTheMask) {
   GraphBuilder b(14);
   b.Input("q", {-1, 2, -1, 8});
@@ -285,34 +332,24 @@ TEST(GraphFusion, ScaledMaskedSoftmaxBroadcastsTheMask) {
 }
 
 TEST(GraphFusion, IntermediatesReadElsewhereAreNotFused) {
-  GraphBuilder b(14);
-  b.Input("x", {-1, 8});
-  b.Random("w", {8, 8}, 0.3f, 19);
-  b.Random("bias", {8}, 0.1f, 20);
-  b.Node("MatMul", {"x", "w"}, {"mm"});
-  b.Node("Add", {"mm", "bias"}, {"h"});
-  b.Gelu("h", "y");
-  b.Output("y");
-  b.Output("mm");  // the product itself is an output: the bias cannot be folded in
-  auto r = ExpectSameWithAndWithoutFusion(b.Bytes(), {{"x", RandomInput({4, 8}, 21)}});
+  // The product itself is an output: the bias cannot be folded into the Linear, so the
+  // GELU (on the Add's output) is fused on its own.
+  auto r = ExpectSameWithAndWithoutFusion(LinearBiasGeluModel({-1, 8}, 8, 19, {"mm"}),
+                                          {{"x", RandomInput({4, 8}, 21)}});
+  EXPECT_EQ(r.fused_counts.linear, 1);
   EXPECT_EQ(r.fused_counts.bias, 0);
-  EXPECT_EQ(r.fused_counts.layer_norm, 0);
+  EXPECT_EQ(r.fused_counts.gelu, 1);
+  EXPECT_EQ(r.fused_nodes, 3u);  // Linear, Add, Gelu
 }
 
 TEST(GraphFusion, AGeluInputThatIsAnOutputSurvives) {
-  GraphBuilder b(14);
-  b.Input("x", {-1, 8});
-  b.Random("w", {8, 8}, 0.3f, 27);
-  b.Random("bias", {8}, 0.1f, 28);
-  b.Node("MatMul", {"x", "w"}, {"mm"});
-  b.Node("Add", {"mm", "bias"}, {"h"});
-  b.Gelu("h", "y");
-  b.Output("y");
-  b.Output("h");  // the pre-activation is wanted too: GELU stays a separate pass
-  auto r = ExpectSameWithAndWithoutFusion(b.Bytes(), {{"x", RandomInput({4, 8}, 29)}});
+  // The pre-activation is wanted too: the bias folds in, the GELU stays five nodes.
+  auto r = ExpectSameWithAndWithoutFusion(LinearBiasGeluModel({-1, 8}, 8, 27, {"h"}),
+                                          {{"x", RandomInput({4, 8}, 29)}});
   EXPECT_EQ(r.fused_counts.linear, 1);
   EXPECT_EQ(r.fused_counts.bias, 1);
   EXPECT_EQ(r.fused_counts.gelu, 0);
+  EXPECT_EQ(r.fused_nodes, 6u);
 }
 
 TEST(GraphFusion, ANonGeluChainIsLeftAlone) {
