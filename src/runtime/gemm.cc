@@ -50,10 +50,7 @@ Status RunOne(const GemmParams& p, const Resolved& r, const float* a, const floa
     ScaleC(p, r.ldc, c);
     return OkStatus();
   }
-  // A GEMM this small costs less than waking a second thread (and far less than a
-  // barrier when another process holds the other core): it runs on this one.
-  constexpr int64_t kSerialMacs = int64_t{1} << 20;
-  const bool serial = p.m * p.n * p.k < kSerialMacs && !omp_in_parallel();
+  const bool serial = p.m * p.n * p.k < kSerialGemmMacs && !omp_in_parallel();
   const int team = omp_get_max_threads();
   if (serial && team > 1) omp_set_num_threads(1);
   dnnl_status_t s = dnnl_sgemm(p.trans_a ? 'T' : 'N', p.trans_b ? 'T' : 'N', p.m, p.n, p.k, p.alpha,

@@ -51,4 +51,9 @@ Status SgemmBatched(const GemmParams& p, int64_t batch, const float* a, int64_t 
                     const float* b, int64_t stride_b, float* c, int64_t stride_c,
                     IntraOpPool* pool);
 
+// Multiply-adds below which a matrix product runs on the calling thread alone: it costs
+// less than waking a second thread (and far less than a barrier when another process
+// holds the other core). Sgemm applies it; so does every other matmul path.
+inline constexpr int64_t kSerialGemmMacs = int64_t{1} << 20;
+
 }  // namespace infermesh::runtime

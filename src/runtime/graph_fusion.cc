@@ -12,6 +12,7 @@
 
 #include "runtime/encoder/kernels.h"
 #include "runtime/encoder/linear.h"
+#include "runtime/gemm.h"
 #include "runtime/ops/elementwise_fast_math.h"
 
 namespace infermesh::runtime {
@@ -29,8 +30,6 @@ constexpr int64_t kRowQuantum = 16;
 // Elements below which a fused pass runs on one thread (waking the second costs
 // more than it saves on small tensors).
 constexpr int64_t kSerialElements = 1 << 14;
-// Multiply-adds below which a Linear runs on one thread (MLP rows at batch 1).
-constexpr int64_t kSerialMacs = int64_t{1} << 20;
 
 // ---------------------------------------------------------------------------------
 // Fused kernels
@@ -56,10 +55,10 @@ class LinearKernel final : public Kernel {
     for (int64_t begin = 0; begin < rows;) {
       int64_t chunk = std::min(kChunkRows, rows - begin);
       if (chunk < kChunkRows && chunk >= kRowQuantum) chunk -= chunk % kRowQuantum;
-      // Small products run on this thread alone (see kSerialMacs). The choice depends
+      // Small products run on this thread alone (kSerialGemmMacs). The choice depends
       // only on the row count, as does LinearKind's primitive, so a primitive always
       // runs with the team it was created with.
-      omp_set_num_threads(chunk * k * n < kSerialMacs ? 1 : threads_);
+      omp_set_num_threads(chunk * k * n < kSerialGemmMacs ? 1 : threads_);
       IM_RETURN_IF_ERROR(kind_->Run(w_, chunk, xp + begin * k, yp + begin * n));
       begin += chunk;
     }
