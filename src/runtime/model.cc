@@ -399,6 +399,14 @@ Result<Tensor> EmbeddingModel::EmbedFused(const std::vector<Encoding>& encodings
     }
   }
   const int64_t batch = static_cast<int64_t>(encodings.size());
+  // CLS and last-token pooling read one row per sequence: the last layer need not
+  // compute the others.
+  if (pooling_ == Pooling::kCls || pooling_ == Pooling::kLastToken) {
+    pb.needed_rows.reserve(encodings.size());
+    for (int64_t b = 0; b < batch; ++b) {
+      pb.needed_rows.push_back(pooling_ == Pooling::kCls ? pb.cu[b] : pb.cu[b + 1] - 1);
+    }
+  }
   const int64_t d = encoder_->hidden();
   Tensor pooled = Tensor::Empty(DataType::kFloat32, {batch, d});
   float* p = pooled.data<float>();

@@ -44,6 +44,10 @@ struct Arena {
   // output of the residual matmuls before the epilogue.
   std::vector<int8_t> hidden8, ctx8, ffn8;
   std::vector<float> hidden_scale, ctx_scale, ffn_scale, out;
+  // The last layer's compact rows (PackedBatch::needed_rows).
+  std::vector<float> last_hidden, last_ctx, last_hidden_scale, last_ctx_scale;
+  std::vector<bf16> last_hidden16, last_ctx16;
+  std::vector<int8_t> last_hidden8, last_ctx8;
 };
 
 }  // namespace
@@ -220,6 +224,12 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   if (!batch.type_ids.empty() && batch.type_ids.size() != batch.ids.size()) {
     return InvalidArgument("token_type_ids and input_ids differ in length");
   }
+  for (int64_t r : batch.needed_rows) {
+    if (r < 0 || r >= tokens) {
+      return InvalidArgument("needed row " + std::to_string(r) + " is outside the batch's " +
+                             std::to_string(tokens) + " tokens");
+    }
+  }
   int64_t max_len = 0;
   for (int64_t b = 0; b < nseq; ++b) {
     const int64_t len = batch.cu[b + 1] - batch.cu[b];
@@ -296,16 +306,47 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   ap.scratch = scratch;
   ap.threads = threads;
 
-  // Chunks [begin, begin + padded) of the token rows; the last one is padded.
-  std::vector<std::pair<int64_t, int64_t>> chunks;
-  for (int64_t begin = 0; begin < tokens; begin += kChunkRows) {
-    const int64_t n = std::min(kChunkRows, tokens - begin);
-    chunks.emplace_back(begin, (n + kRowQuantum - 1) / kRowQuantum * kRowQuantum);
-  }
+  // Chunks [begin, begin + padded) of `count` rows; the last one is padded.
+  auto chunks_of = [](int64_t count) {
+    std::vector<std::pair<int64_t, int64_t>> out;
+    for (int64_t begin = 0; begin < count; begin += kChunkRows) {
+      const int64_t n = std::min(kChunkRows, count - begin);
+      out.emplace_back(begin, (n + kRowQuantum - 1) / kRowQuantum * kRowQuantum);
+    }
+    return out;
+  };
+  const auto chunks = chunks_of(tokens);
   const size_t esize = im.bf16 ? sizeof(bf16) : sizeof(float);
   auto at = [esize](const void* base, int64_t row, int64_t width) {
     return static_cast<const char*>(base) + static_cast<size_t>(row * width) * esize;
   };
+
+  // The last layer on the needed rows only (PackedBatch::needed_rows): after its
+  // attention, those rows of the residual stream and of the attention output are
+  // gathered into `sel_rows` compact rows (padding zeroed), run through the rest of
+  // the layer, and scattered back.
+  const std::vector<int64_t>& needed = batch.needed_rows;
+  const int64_t sel = static_cast<int64_t>(needed.size());
+  const bool compact_last = sel > 0 && sel < tokens;
+  const int64_t sel_rows = (sel + kRowQuantum - 1) / kRowQuantum * kRowQuantum;
+  auto gather = [&](const void* src, void* dst, size_t width_bytes) {
+    for (int64_t i = 0; i < sel; ++i) {
+      std::memcpy(static_cast<char*>(dst) + static_cast<size_t>(i) * width_bytes,
+                  static_cast<const char*>(src) +
+                      static_cast<size_t>(needed[static_cast<size_t>(i)]) * width_bytes,
+                  width_bytes);
+    }
+    std::memset(static_cast<char*>(dst) + static_cast<size_t>(sel) * width_bytes, 0,
+                static_cast<size_t>(sel_rows - sel) * width_bytes);
+  };
+  auto scatter = [&](const float* src, float* dst) {
+    for (int64_t i = 0; i < sel; ++i) {
+      std::memcpy(dst + needed[static_cast<size_t>(i)] * h, src + i * h,
+                  static_cast<size_t>(h) * sizeof(float));
+    }
+  };
+  const size_t row_bytes = static_cast<size_t>(h) * sizeof(float);
+
   if (im.int8) {
     int8_t* x8 = Grow(a.hidden8, rows * h);
     float* xs = Grow(a.hidden_scale, rows);
@@ -317,15 +358,37 @@ Status FusedEncoder::Run(const PackedBatch& batch,
     int8_t* f8 = Grow(a.ffn8, chunk_rows * f);
     float* fs = Grow(a.ffn_scale, chunk_rows);
     // Padding rows stay zero (scale 1) so the matmuls' padding rows stay finite.
-    std::memset(x8 + tokens * h, 0, static_cast<size_t>((rows - tokens) * h));
-    std::memset(c8 + tokens * h, 0, static_cast<size_t>((rows - tokens) * h));
-    std::fill(xs + tokens, xs + rows, 1.0f);
-    std::fill(cs + tokens, cs + rows, 1.0f);
+    auto pad8 = [h](int8_t* q, float* scale, int64_t from, int64_t to) {
+      std::memset(q + from * h, 0, static_cast<size_t>((to - from) * h));
+      std::fill(scale + from, scale + to, 1.0f);
+    };
+    pad8(x8, xs, tokens, rows);
+    pad8(c8, cs, tokens, rows);
     QuantizeRows(x, tokens, h, x8, xs, threads);
     ap.out = ctx32;
     ap.out16 = nullptr;
+    // Everything after attention, on `count` rows: residual xb (quantized into x8b,
+    // scales xsb) and attention output cb (quantized into c8b, scales csb).
+    auto after_attention = [&](const PackedLayer& layer, float* xb, int8_t* x8b, float* xsb,
+                               const float* cb, int8_t* c8b, float* csb, int64_t count) -> Status {
+      QuantizeRows(cb, count, h, c8b, csb, threads);
+      for (const auto& [begin, n] : chunks_of(count)) {
+        const int64_t real = std::min(n, count - begin);
+        IM_RETURN_IF_ERROR(im.out->Run(layer.out, n, c8b + begin * h, y));
+        ResidualLayerNormQuantizeRows(xb + begin * h, y, real, h, csb + begin, layer.out.bias.get(),
+                                      layer.ln1, x8b + begin * h, xsb + begin, threads);
+        IM_RETURN_IF_ERROR(im.ffn1->Run(layer.ffn1, n, x8b + begin * h, f32));
+        ScaleBiasGeluQuantizeRows(f32, n, f, xsb + begin, layer.ffn1.bias.get(), im.gelu_tanh, f8,
+                                  fs, threads);
+        IM_RETURN_IF_ERROR(im.ffn2->Run(layer.ffn2, n, f8, y));
+        ResidualLayerNormQuantizeRows(xb + begin * h, y, real, h, fs, layer.ffn2.bias.get(),
+                                      layer.ln2, x8b + begin * h, xsb + begin, threads);
+      }
+      return OkStatus();
+    };
     Status status;
-    for (const PackedLayer& layer : im.layers) {
+    for (size_t l = 0; l < im.layers.size() && status.ok(); ++l) {
+      const PackedLayer& layer = im.layers[l];
       for (const auto& [begin, n] : chunks) {
         float* q = qkv + begin * 3 * h;
         status = im.qkv->Run(layer.qkv, n, x8 + begin * h, q);
@@ -334,23 +397,22 @@ Status FusedEncoder::Run(const PackedBatch& batch,
       }
       if (!status.ok()) break;
       Attention(ap);
-      QuantizeRows(ctx32, tokens, h, c8, cs, threads);
-      for (const auto& [begin, n] : chunks) {
-        const int64_t real = std::min(n, tokens - begin);
-        status = im.out->Run(layer.out, n, c8 + begin * h, y);
-        if (!status.ok()) break;
-        ResidualLayerNormQuantizeRows(x + begin * h, y, real, h, cs + begin, layer.out.bias.get(),
-                                      layer.ln1, x8 + begin * h, xs + begin, threads);
-        status = im.ffn1->Run(layer.ffn1, n, x8 + begin * h, f32);
-        if (!status.ok()) break;
-        ScaleBiasGeluQuantizeRows(f32, n, f, xs + begin, layer.ffn1.bias.get(), im.gelu_tanh, f8,
-                                  fs, threads);
-        status = im.ffn2->Run(layer.ffn2, n, f8, y);
-        if (!status.ok()) break;
-        ResidualLayerNormQuantizeRows(x + begin * h, y, real, h, fs, layer.ffn2.bias.get(),
-                                      layer.ln2, x8 + begin * h, xs + begin, threads);
+      if (compact_last && l + 1 == im.layers.size()) {
+        float* cx = Grow(a.last_hidden, sel_rows * h);
+        float* cc = Grow(a.last_ctx, sel_rows * h);
+        int8_t* cx8 = Grow(a.last_hidden8, sel_rows * h);
+        float* cxs = Grow(a.last_hidden_scale, sel_rows);
+        int8_t* cc8 = Grow(a.last_ctx8, sel_rows * h);
+        float* ccs = Grow(a.last_ctx_scale, sel_rows);
+        gather(x, cx, row_bytes);
+        gather(ctx32, cc, row_bytes);
+        pad8(cx8, cxs, sel, sel_rows);
+        pad8(cc8, ccs, sel, sel_rows);
+        status = after_attention(layer, cx, cx8, cxs, cc, cc8, ccs, sel);
+        if (status.ok()) scatter(cx, x);
+      } else {
+        status = after_attention(layer, x, x8, xs, ctx32, c8, cs, tokens);
       }
-      if (!status.ok()) break;
     }
     if (status.ok()) consume(x);
     im.ReturnArena(std::move(arena));
@@ -361,28 +423,47 @@ Status FusedEncoder::Run(const PackedBatch& batch,
   const void* cin = im.bf16 ? static_cast<const void*>(ctx16) : ctx;
   void* mid = im.bf16 ? static_cast<void*>(ffn16) : ffn;
 
+  // Everything after attention, on `count` rows: the residual stream xb (and its
+  // bf16 copy xb16, the next matmul's input) and the attention output cb.
+  auto after_attention = [&](const PackedLayer& layer, float* xb, bf16* xb16, const void* cb,
+                             int64_t count) -> Status {
+    const void* next_in = im.bf16 ? static_cast<const void*>(xb16) : xb;
+    for (const auto& [begin, n] : chunks_of(count)) {
+      const int64_t real = std::min(n, count - begin);
+      float* xc = xb + begin * h;
+      bf16* xc16 = xb16 ? xb16 + begin * h : nullptr;
+      IM_RETURN_IF_ERROR(im.out->Run(layer.out, n, at(cb, begin, h), xc));  // x += ctx·Wo + bo
+      LayerNormRows(xc, real, h, layer.ln1, xc16, threads);
+      IM_RETURN_IF_ERROR(im.ffn1->Run(layer.ffn1, n, at(next_in, begin, h), mid));
+      IM_RETURN_IF_ERROR(im.ffn2->Run(layer.ffn2, n, mid, xc));  // x += gelu(...)·W2 + b2
+      LayerNormRows(xc, real, h, layer.ln2, xc16, threads);
+    }
+    return OkStatus();
+  };
   Status status;
-  for (const PackedLayer& layer : im.layers) {
+  for (size_t l = 0; l < im.layers.size() && status.ok(); ++l) {
+    const PackedLayer& layer = im.layers[l];
     for (const auto& [begin, n] : chunks) {
       status = im.qkv->Run(layer.qkv, n, at(xin, begin, h), qkv + begin * 3 * h);
       if (!status.ok()) break;
     }
     if (!status.ok()) break;
     Attention(ap);
-    for (const auto& [begin, n] : chunks) {
-      const int64_t real = std::min(n, tokens - begin);
-      float* xc = x + begin * h;
-      bf16* xc16 = x16 ? x16 + begin * h : nullptr;
-      status = im.out->Run(layer.out, n, at(cin, begin, h), xc);  // x += ctx·Wo + bo
-      if (!status.ok()) break;
-      LayerNormRows(xc, real, h, layer.ln1, xc16, threads);
-      status = im.ffn1->Run(layer.ffn1, n, at(xin, begin, h), mid);
-      if (!status.ok()) break;
-      status = im.ffn2->Run(layer.ffn2, n, mid, xc);  // x += gelu(...)·W2 + b2
-      if (!status.ok()) break;
-      LayerNormRows(xc, real, h, layer.ln2, xc16, threads);
+    if (compact_last && l + 1 == im.layers.size()) {
+      float* cx = Grow(a.last_hidden, sel_rows * h);
+      bf16* cx16 = im.bf16 ? Grow(a.last_hidden16, sel_rows * h) : nullptr;
+      void* cc = im.bf16 ? static_cast<void*>(Grow(a.last_ctx16, sel_rows * h))
+                         : static_cast<void*>(Grow(a.last_ctx, sel_rows * h));
+      gather(x, cx, row_bytes);
+      gather(cin, cc, static_cast<size_t>(h) * esize);
+      if (cx16) {
+        std::memset(cx16 + sel * h, 0, static_cast<size_t>((sel_rows - sel) * h) * sizeof(bf16));
+      }
+      status = after_attention(layer, cx, cx16, cc, sel);
+      if (status.ok()) scatter(cx, x);
+    } else {
+      status = after_attention(layer, x, x16, cin, tokens);
     }
-    if (!status.ok()) break;
   }
   if (status.ok()) consume(x);
   im.ReturnArena(std::move(arena));

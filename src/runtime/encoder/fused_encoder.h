@@ -86,6 +86,12 @@ struct PackedBatch {
   std::vector<int64_t> ids;
   std::vector<int64_t> type_ids;  // empty = all zero
   std::vector<int64_t> cu;        // batch + 1 offsets, cu[0] = 0
+  // The token rows whose final hidden state the caller reads (CLS or last-token
+  // pooling reads one row per sequence). Empty = all of them. When set, the last
+  // layer runs its attention output, feed-forward and LayerNorms on these rows only
+  // (its keys and values still cover every token), and the other rows handed to
+  // `consume` hold unspecified values.
+  std::vector<int64_t> needed_rows;
 };
 
 class FusedEncoder {

@@ -614,6 +614,53 @@ TEST(FusedEncoder, ConcurrentRunsAgree) {
   EXPECT_EQ(mismatches.load(), 0);
 }
 
+// CLS pooling reads one row per sequence: the last layer runs on those rows only
+// (PackedBatch::needed_rows), and they equal a full run's, in every precision and
+// across chunk borders.
+class NeededRowsTest : public ::testing::TestWithParam<Precision> {};
+
+TEST_P(NeededRowsTest, EqualAFullRunAndSkipTheRest) {
+  const Precision p = GetParam();
+  if (p == Precision::kBf16 && !CpuHasAvx512Bf16()) GTEST_SKIP() << "no AVX512-BF16";
+  if (p == Precision::kInt8 && !CpuHasAvx512Vnni()) GTEST_SKIP() << "no AVX512-VNNI";
+  const int64_t h = 32;
+  EncoderWeights w = SmallEncoder(h, 64, 2, false);
+  FusedEncoderOptions o;
+  o.heads = 2;
+  o.precision = p;
+  auto enc = FusedEncoder::Create(w, o);
+  ASSERT_TRUE(enc.ok()) << enc.status().ToString();
+  for (const std::vector<int64_t>& lens :
+       {std::vector<int64_t>{5, 1, 17, 39, 9}, std::vector<int64_t>(70, 37)}) {
+    PackedBatch pb = MakeBatch(lens, 3);
+    const auto full = RunEncoder(**enc, pb);
+    for (size_t b = 0; b < lens.size(); ++b) {
+      // CLS rows, and the last token of every other sequence.
+      pb.needed_rows.push_back(b % 2 == 0 ? pb.cu[b] : pb.cu[b + 1] - 1);
+    }
+    const auto part = RunEncoder(**enc, pb);
+    ASSERT_EQ(part.size(), full.size());
+    for (int64_t r : pb.needed_rows) {
+      for (int64_t i = 0; i < h; ++i) {
+        ASSERT_NEAR(part[r * h + i], full[r * h + i], 1e-5) << "row " << r << " element " << i;
+      }
+    }
+    // The other rows skipped the last layer, so they differ from the full run.
+    const int64_t other = pb.cu[1] - 1 == pb.needed_rows[0] ? pb.cu[1] - 2 : pb.cu[1] - 1;
+    double diff = 0;
+    for (int64_t i = 0; i < h; ++i) diff += std::fabs(part[other * h + i] - full[other * h + i]);
+    EXPECT_GT(diff, 1e-3) << "row " << other << " was computed though not needed";
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Precisions, NeededRowsTest,
+                         ::testing::Values(Precision::kFp32, Precision::kBf16, Precision::kInt8),
+                         [](const auto& info) {
+                           return std::string(info.param == Precision::kFp32   ? "fp32"
+                                              : info.param == Precision::kBf16 ? "bf16"
+                                                                               : "int8");
+                         });
+
 TEST(FusedEncoder, RejectsBadBatches) {
   EncoderWeights w = SmallEncoder(32, 64, 1, false);
   FusedEncoderOptions o;
@@ -643,6 +690,12 @@ TEST(FusedEncoder, RejectsBadBatches) {
   EXPECT_EQ(run(mismatched).code(), StatusCode::kInvalidArgument);
 
   EXPECT_EQ(run(PackedBatch{}).code(), StatusCode::kInvalidArgument);
+
+  PackedBatch bad_row = MakeBatch({3, 2}, 1);
+  bad_row.needed_rows = {0, 5};
+  st = run(bad_row);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("needed row 5"), std::string::npos) << st.ToString();
 
   o.heads = 5;  // 32 is not divisible by 5
   EXPECT_EQ(FusedEncoder::Create(w, o).status().code(), StatusCode::kInvalidArgument);
