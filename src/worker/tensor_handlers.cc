@@ -81,7 +81,7 @@ void WorkerService::Impl::HandleHealth(Request&, Responder responder) {
   h.healthy = ready.load();
   h.node_id = NodeId();
   h.total_requests = total_requests.load();
-  h.cache_hits = cache_hits.load();
+  h.cache_hits = cache_hits.load() + (text_front ? text_front->cache_hits() : 0);
   if (cache) {
     auto s = cache->Stats();
     h.cache_size = s.entries;

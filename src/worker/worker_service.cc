@@ -44,7 +44,8 @@ void WorkerService::Impl::BuildRouter(http::Router& r) {
   auto bind = [this](void (Impl::*fn)(Request&, Responder)) {
     return [this, fn](Request& req, Responder resp) { (this->*fn)(req, std::move(resp)); };
   };
-  r.Add("POST", "/embed", bind(&Impl::HandleEmbed));
+  r.Add("POST", "/embed",
+        [this](Request& req, Responder resp) { text_front->HandleEmbed(req, std::move(resp)); });
   r.Add("POST", "/tokenize", bind(&Impl::HandleTokenize));
   r.Add("GET", "/info", bind(&Impl::HandleInfo));
   r.Add("GET", "/health", bind(&Impl::HandleHealth));
@@ -55,7 +56,8 @@ void WorkerService::Impl::BuildRouter(http::Router& r) {
     Send(resp, 200, metrics::Registry::Global().RenderText(), {},
          std::string(metrics::kPrometheusContentType));
   });
-  r.Add("POST", "/v1/embeddings", bind(&Impl::HandleOpenAi));
+  r.Add("POST", "/v1/embeddings",
+        [this](Request& req, Responder resp) { text_front->HandleOpenAi(req, std::move(resp)); });
   r.Add("POST", "/infer", bind(&Impl::HandleInfer));
   r.Add("GET", "/v2", [](Request&, Responder resp) {
     http::api::KServeServerMetadata md;
@@ -163,8 +165,7 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   if (options.cache_bytes > 0) {
     LruCacheOptions co;
     co.capacity_bytes = static_cast<size_t>(options.cache_bytes);
-    impl->cache = std::make_unique<RowCache>(
-        co, [](const CachedRow& r) { return r.values.size() * sizeof(float) + sizeof(r); });
+    impl->cache = std::make_unique<RowCache>(co, front::CachedRowBytes);
   }
 
   runtime::SessionOptions so;
@@ -235,6 +236,31 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
     impl->metrics->BindCompletionExceptions(name,
                                             [b] { return double(b->Stats().callback_exceptions); });
   }
+
+  // The serving front over this worker's backend: tokenize pool → batcher → runtime.
+  class Backend final : public front::EmbedBackend {
+   public:
+    explicit Backend(Impl* impl) : impl_(impl) {}
+    void Embed(front::EmbedCall call, Done done) override {
+      impl_->EmbedMisses(std::move(call), std::move(done));
+    }
+
+   private:
+    Impl* impl_;
+  };
+  impl->text_backend = std::make_unique<Backend>(impl.get());
+  front::TextFrontOptions fo;
+  fo.max_client_batch_size = options.max_client_batch_size;
+  fo.auto_truncate = options.auto_truncate;
+  fo.request_timeout = options.request_timeout;
+  fo.limits = impl->limits;
+  front::TextFront::Hooks hooks;
+  hooks.admit = [i = impl.get()](Responder& r, http::api::ApiFamily family) {
+    return std::shared_ptr<void>(i->Admit(r, family == http::api::ApiFamily::kOpenAi));
+  };
+  hooks.model = [i = impl.get()](const std::string& name) { return i->TextModelInfoFor(name); };
+  impl->text_front =
+      std::make_unique<front::TextFront>(fo, impl->cache.get(), impl->text_backend.get(), hooks);
 
   auto router = std::make_shared<http::Router>();
   impl->BuildRouter(*router);

@@ -15,6 +15,7 @@
 #include "core/lru_cache.h"
 #include "core/metrics.h"
 #include "core/thread_pool.h"
+#include "front/text_front.h"
 #include "http/api/api_error.h"
 #include "http/api/f32_binary.h"
 #include "http/api/kserve.h"
@@ -42,62 +43,19 @@ using std::chrono::steady_clock;
 
 inline constexpr const char* kVersion = "0.1.0";
 
-// A cached result: the pooled, un-normalized row (normalization and `dimensions`
-// are applied per request) and the input's token count (for OpenAI's usage).
-struct CachedRow {
-  std::vector<float> values;
-  int64_t tokens = 0;
-};
-using RowCache = ShardedLruCache<CachedRow>;
+// The serving front's types and response helpers (src/front/text_front.h).
+using front::CachedRow;
+using front::L2Normalize;
+using front::RowCache;
+using front::Send;
+using front::SendKServeError;
+using front::SendOpenAiError;
+using front::SendTeiError;
+using front::SharedResponder;
+using front::TextInput;
 
 inline std::string Millis(nanoseconds d) {
   return std::to_string(duration_cast<milliseconds>(d).count());
-}
-
-// Shared, because batcher callbacks are std::function (copyable) and a Responder
-// is move-only.
-using SharedResponder = std::shared_ptr<Responder>;
-
-inline void Send(Responder& r, int status, std::string body,
-                 std::vector<std::pair<std::string, std::string>> headers = {},
-                 std::string content_type = "application/json") {
-  Response resp;
-  resp.status = status;
-  resp.body = std::move(body);
-  resp.headers = std::move(headers);
-  resp.content_type = std::move(content_type);
-  r.Send(std::move(resp));
-}
-
-inline void SendTeiError(Responder& r, const ApiError& e) {
-  std::vector<std::pair<std::string, std::string>> headers;
-  if (e.status == 429) headers.emplace_back("retry-after", "1");
-  Send(r, e.status, http::api::TeiErrorBody(e), std::move(headers));
-}
-
-// OpenAI's body shape; the status comes from the one mapping (http/api/api_error.h),
-// adapted to OpenAI's convention there.
-inline void SendOpenAiError(Responder& r, const ApiError& error) {
-  const ApiError e = http::api::ForApi(error, http::api::ApiFamily::kOpenAi);
-  std::vector<std::pair<std::string, std::string>> headers;
-  if (e.status == 429) headers.emplace_back("retry-after", "1");
-  Send(r, e.status, http::api::OpenAiErrorBody(e), std::move(headers));
-}
-
-// KServe's body shape, likewise.
-inline void SendKServeError(Responder& r, const ApiError& error) {
-  const ApiError e = http::api::ForApi(error, http::api::ApiFamily::kKServe);
-  std::vector<std::pair<std::string, std::string>> headers;
-  if (e.status == 429) headers.emplace_back("retry-after", "1");
-  Send(r, e.status, http::api::KServeErrorBody(e), std::move(headers));
-}
-
-inline void L2Normalize(std::vector<float>& v) {
-  double sum = 0;
-  for (float x : v) sum += double(x) * x;
-  if (sum <= 0) return;
-  const float inv = static_cast<float>(1.0 / std::sqrt(sum));
-  for (float& x : v) x *= inv;
 }
 
 // Keeps a request counted in max_concurrent_requests until its response is sent.
@@ -153,22 +111,6 @@ inline size_t WeightBytes(const ModelEntry& m) {
   return m.session ? m.session->weight_bytes() : 0;
 }
 
-// What the embedding pipeline hands back: raw rows in input order.
-struct EmbedOutcome {
-  std::vector<std::shared_ptr<const CachedRow>> rows;
-  int64_t prompt_tokens = 0;
-  nanoseconds tokenization{0};
-  BatchTimings batch;
-  bool all_cached = true;
-};
-
-// One text input to embed: text, or pre-tokenized ids (OpenAI).
-struct TextInput {
-  std::string text;
-  std::vector<uint32_t> ids;
-  bool is_ids = false;
-};
-
 }  // namespace internal
 
 struct WorkerService::Impl {
@@ -177,7 +119,6 @@ struct WorkerService::Impl {
   using ApiError = http::api::ApiError;
   using AdmissionTicket = internal::AdmissionTicket;
   using CachedRow = internal::CachedRow;
-  using EmbedOutcome = internal::EmbedOutcome;
   using RowCache = internal::RowCache;
   using TensorModel = internal::TensorModel;
   using TextInput = internal::TextInput;
@@ -192,6 +133,9 @@ struct WorkerService::Impl {
   std::unique_ptr<ThreadPool> tokenize_pool;
   std::unique_ptr<ThreadPool> kserve_pool;  // runs KServe requests on tensor models
   std::unique_ptr<RowCache> cache;
+  // The serving front for /embed and /v1/embeddings, over `text_backend`.
+  std::unique_ptr<front::EmbedBackend> text_backend;
+  std::unique_ptr<front::TextFront> text_front;
   std::unique_ptr<WorkerMetrics> metrics;
   std::unique_ptr<http::HttpServer> server;
   std::atomic<bool> ready{false};
@@ -212,26 +156,17 @@ struct WorkerService::Impl {
   }
   mutable std::mutex node_id_mu;
   void CountDropped(const Status& s);
-  // ---- cache keys ------------------------------------------------------------
-  static std::string TextKey(const ModelEntry& m, const TextInput& in, bool truncate,
-                             runtime::TruncationSide side);
-  // ---- the embedding pipeline ----------------------------------------------
-  // Looks inputs up in the cache, tokenizes misses on the tokenize pool, queues
-  // them and calls `finish` exactly once (on some thread) with the rows or an error.
-  void Embed(TextModel& model, std::vector<TextInput> inputs, bool truncate,
-             runtime::TruncationSide side, steady_clock::time_point deadline, CancelFlag cancel,
-             std::function<void(http::api::ApiResult<EmbedOutcome>)> finish);
+  // ---- the embedding backend (tokenize pool → batcher → runtime) ------------
+  // Tokenizes `call`'s inputs on the tokenize pool and queues them in the model's
+  // batcher; `done` exactly once. The serving front calls it with its cache misses.
+  void EmbedMisses(front::EmbedCall call, front::EmbedBackend::Done done);
   TextModel* TextModelFor(const std::string& name);
+  std::optional<front::TextModelInfo> TextModelInfoFor(const std::string& name);
   // ---- TEI -------------------------------------------------------------------
-  void HandleEmbed(Request& req, Responder responder);
-  static std::vector<std::pair<std::string, std::string>> TimingHeaders(const EmbedOutcome& o,
-                                                                        nanoseconds total);
   void HandleTokenize(Request& req, Responder responder);
   // 413 when a request carries more inputs than worker.max_client_batch_size.
   std::optional<ApiError> CheckClientBatch(size_t inputs) const;
   void HandleInfo(Request&, Responder responder);
-  // ---- OpenAI ----------------------------------------------------------------
-  void HandleOpenAi(Request& req, Responder responder);
   // ---- seed /infer and /health ---------------------------------------------
   void HandleInfer(Request& req, Responder responder);
   void HandleHealth(Request&, Responder responder);
