@@ -40,6 +40,7 @@ int Main(int argc, char** argv) {
   AddRunCommand(app, exit_code);
   AddEmbedCommand(app, exit_code);
   AddWorkerCommand(app, exit_code);
+  AddGatewayCommand(app, exit_code);
   AddDemoModelCommand(app, exit_code);
   AddBenchCommand(app, exit_code);
   try {

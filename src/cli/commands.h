@@ -30,6 +30,7 @@ void AddConformanceCommand(CLI::App& app, int& exit_code);  // conformance.cc
 void AddRunCommand(CLI::App& app, int& exit_code);          // run_command.cc
 void AddEmbedCommand(CLI::App& app, int& exit_code);        // embed_command.cc
 void AddWorkerCommand(CLI::App& app, int& exit_code);       // worker_command.cc
+void AddGatewayCommand(CLI::App& app, int& exit_code);      // gateway_command.cc
 void AddDemoModelCommand(CLI::App& app, int& exit_code);    // demo_command.cc
 void AddBenchCommand(CLI::App& app, int& exit_code);        // bench_command.cc
 

@@ -1,5 +1,6 @@
 #include "front/text_front.h"
 
+#include <charconv>
 #include <cmath>
 
 #include "core/hash.h"
@@ -155,6 +156,19 @@ std::optional<ApiError> TextFront::CheckClientBatch(size_t inputs) const {
                                        "inputs");
 }
 
+// The request's deadline: request_timeout from its arrival, or sooner when the caller
+// (a gateway, a client) sends x-request-timeout in milliseconds.
+steady_clock::time_point TextFront::Deadline(const Request& req) const {
+  auto deadline = req.received + options_.request_timeout;
+  const std::string_view h = req.Header(kRequestTimeoutHeader);
+  int64_t ms = 0;
+  auto [end, ec] = std::from_chars(h.data(), h.data() + h.size(), ms);
+  if (!h.empty() && ec == std::errc() && end == h.data() + h.size() && ms >= 0) {
+    deadline = std::min(deadline, req.received + std::chrono::milliseconds(ms));
+  }
+  return deadline;
+}
+
 // ---- TEI -------------------------------------------------------------------------
 void TextFront::HandleEmbed(Request& req, Responder responder) {
   auto ticket = hooks_.admit(responder, http::api::ApiFamily::kTei);
@@ -177,8 +191,7 @@ void TextFront::HandleEmbed(Request& req, Responder responder) {
       req.Header("accept").find(http::api::kF32ContentType) != std::string_view::npos;
   auto shared = std::make_shared<Responder>(std::move(responder));
   auto cancel = shared->cancel_flag();
-  Embed(*model, std::move(inputs), truncate, parsed->truncation_direction,
-        start + options_.request_timeout, cancel,
+  Embed(*model, std::move(inputs), truncate, parsed->truncation_direction, Deadline(req), cancel,
         [shared, ticket, normalize, start, binary](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendTeiError(*shared, r.error());
           std::vector<std::vector<float>> rows;
@@ -249,7 +262,7 @@ void TextFront::HandleOpenAi(Request& req, Responder responder) {
   const bool normalize = model->normalize_by_default;
   const std::string model_name = model->name;
   Embed(*model, std::move(inputs), options_.auto_truncate, http::api::TruncationDirection::kRight,
-        req.received + options_.request_timeout, shared->cancel_flag(),
+        Deadline(req), shared->cancel_flag(),
         [shared, ticket, request, normalize, model_name](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendOpenAiError(*shared, r.error());
           std::vector<std::vector<float>> rows;

@@ -135,6 +135,7 @@ class TextFront {
 
  private:
   std::optional<http::api::ApiError> CheckClientBatch(size_t inputs) const;
+  std::chrono::steady_clock::time_point Deadline(const http::Request& req) const;
 
   TextFrontOptions options_;
   RowCache* cache_;
@@ -159,5 +160,9 @@ std::vector<std::pair<std::string, std::string>> TimingHeaders(const EmbedOutcom
 // The header carrying per-row token counts on the binary hop ("12,7,33"), so that a
 // gateway can answer OpenAI's usage and correct its token estimates.
 inline constexpr const char* kTokenCountsHeader = "x-token-counts";
+// A caller's deadline in milliseconds from the request's arrival; the front uses the
+// earlier of it and its own request_timeout, and a gateway forwards what is left of its
+// client's.
+inline constexpr const char* kRequestTimeoutHeader = "x-request-timeout";
 
 }  // namespace infermesh::front

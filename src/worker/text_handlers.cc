@@ -246,6 +246,9 @@ void WorkerService::Impl::HandleInfo(Request&, Responder responder) {
       // How the runtime executes it: the fused packed-sequence encoder or the graph.
       o["engine"] = m->text->fused_encoder() ? "fused_encoder" : "graph";
       o["precision"] = std::string(runtime::PrecisionName(m->text->precision()));
+      // What a gateway needs to serve the model's OpenAI and TEI requests itself.
+      o["dim"] = m->text->dim();
+      o["normalize"] = m->text->normalize_by_default();
     }
     models.push_back(std::move(o));
   }

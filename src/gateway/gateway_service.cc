@@ -1,0 +1,946 @@
+#include "gateway/gateway_service.h"
+
+#include <algorithm>
+#include <boost/json.hpp>
+#include <charconv>
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+#include "core/log.h"
+#include "core/metrics.h"
+#include "front/text_front.h"
+#include "gateway/coalescer.h"
+#include "gateway/ring.h"
+#include "http/api/f32_binary.h"
+#include "http/api/tei.h"
+#include "http/router.h"
+
+namespace infermesh::gateway {
+
+using http::api::ApiError;
+using std::chrono::steady_clock;
+using Clock = steady_clock;
+
+namespace {
+
+constexpr const char* kVersion = "0.1.0";
+
+struct WorkerState {
+  std::string id;
+  http::Endpoint endpoint;
+  std::unique_ptr<CircuitBreaker> breaker;
+  bool ready = false;                        // membership's view
+  bool info_ok = false;                      // its /info was read
+  std::vector<front::TextModelInfo> models;  // text models it serves
+  int64_t max_batch = 32;                    // its max_client_batch_size
+  double outstanding = 0;                    // estimated tokens in flight
+  uint64_t sent = 0, ok = 0, failed = 0, backpressure = 0;
+};
+
+// What one input's upstream call produced: a row, or the error to answer with.
+struct KeyResult {
+  std::vector<float> values;
+  int64_t tokens = 0;
+  std::optional<ApiError> error;
+};
+using KeyCoalescer = Coalescer<std::shared_ptr<const KeyResult>>;
+
+// A sub-batch on its way to a worker.
+struct Sub {
+  std::string model;
+  std::vector<std::string> materials;
+  std::vector<std::string> texts;
+  double est_tokens = 0;
+  bool truncate = false;
+  http::api::TruncationDirection direction = http::api::TruncationDirection::kRight;
+  Clock::time_point deadline;
+  uint64_t ring_hash = 0;
+  int attempt = 0;
+  bool is_retry = false;
+  std::vector<std::string> tried;
+};
+
+// A worker's message names a sub-batch input as "input N"; the marker stands for it until
+// the error reaches each client call that contains that input.
+constexpr const char* kInputMarker = "\x01input\x01";
+
+// The sub-batch index a worker's error names ("input 3: ..."), and the message with the
+// marker in its place.
+std::optional<std::pair<size_t, std::string>> NamedInput(const std::string& message,
+                                                         size_t inputs) {
+  static const std::regex re("input ([0-9]+)");
+  std::smatch m;
+  if (!std::regex_search(message, m, re)) return std::nullopt;
+  size_t idx = 0;
+  const std::string digits = m[1].str();
+  auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), idx);
+  if (ec != std::errc() || idx >= inputs) return std::nullopt;
+  return std::make_pair(idx, m.prefix().str() + "input " + kInputMarker + m.suffix().str());
+}
+
+// A worker's TEI error body {error, error_type} with its status, as our ApiError.
+ApiError ErrorFromWorker(int status, const std::string& body, const std::string& worker) {
+  ApiError e;
+  e.status = status;
+  e.type = "Backend";
+  e.message = "worker " + worker + " answered " + std::to_string(status);
+  boost::system::error_code ec;
+  auto v = boost::json::parse(body, ec);
+  if (!ec && v.is_object()) {
+    const auto& o = v.as_object();
+    if (auto* m = o.if_contains("error"); m && m->is_string()) e.message = m->as_string().c_str();
+    if (auto* t = o.if_contains("error_type"); t && t->is_string()) e.type = t->as_string().c_str();
+  }
+  return e;
+}
+
+}  // namespace
+
+struct GatewayService::Impl {
+  GatewayOptions options;
+  std::unique_ptr<http::HttpClient> client;
+  std::unique_ptr<Membership> membership;
+  OutlierDetector outlier;
+  AdaptiveLimiter limiter;
+  KeyCoalescer coalescer;
+  std::unique_ptr<front::RowCache> cache;
+  std::unique_ptr<front::EmbedBackend> backend;
+  std::unique_ptr<front::TextFront> front;
+  std::unique_ptr<http::HttpServer> server;
+  std::atomic<bool> ready{false};
+
+  mutable std::mutex mu;  // ring, workers, counters below
+  HashRing ring;
+  std::map<std::string, WorkerState> workers;
+  double chars_per_token = 4.0;  // corrected by the counts workers report
+  int64_t subs_in_flight = 0, retries_in_flight = 0;
+  uint64_t retries_total = 0, retries_refused = 0;
+
+  std::thread health_thread;
+  std::mutex health_mu;
+  std::condition_variable health_cv;
+  bool stopping = false;
+  std::vector<metrics::CallbackBinding> bindings;
+
+  Impl(GatewayOptions o)
+      : options(std::move(o)), outlier(options.outlier), limiter(options.limiter) {}
+
+  // ---- routing --------------------------------------------------------------------
+  double Estimate(const std::string& text) const {  // under mu
+    return static_cast<double>(text.size()) / chars_per_token + 2;
+  }
+
+  bool Serves(const WorkerState& w, const std::string& model) const {
+    if (!w.info_ok) return false;
+    for (const auto& m : w.models) {
+      if (m.name == model) return true;
+    }
+    return false;
+  }
+
+  bool Eligible(const WorkerState& w, const std::string& model, Clock::time_point now) {
+    return w.ready && Serves(w, model) && w.breaker->Available(now) && !outlier.Ejected(w.id, now);
+  }
+
+  std::optional<front::TextModelInfo> ModelFor(const std::string& name) const {
+    std::lock_guard<std::mutex> lock(mu);
+    std::optional<front::TextModelInfo> any;
+    size_t distinct = 0;
+    std::map<std::string, front::TextModelInfo> seen;
+    for (const auto& [id, w] : workers) {
+      if (!w.ready || !w.info_ok) continue;
+      for (const auto& m : w.models) {
+        if (m.name == name) return m;
+        if (seen.emplace(m.name, m).second) ++distinct;
+      }
+    }
+    // TEI names no model: the first one served. A single-model mesh answers any name,
+    // as a single-model worker does.
+    if (name.empty() || distinct == 1) {
+      if (!seen.empty()) return seen.begin()->second;
+    }
+    return std::nullopt;
+  }
+
+  void Embed(front::EmbedCall call, front::EmbedBackend::Done done) {
+    for (size_t k = 0; k < call.inputs.size(); ++k) {
+      if (call.inputs[k].is_ids) {
+        return done(ApiError{400, "Validation",
+                             "input " + std::to_string(call.positions[k]) +
+                                 ": token-id inputs are not routed by the gateway; send text",
+                             "input"});
+      }
+    }
+    struct Pending {
+      std::mutex mu;
+      size_t remaining = 0;
+      front::EmbeddedRows out;
+      std::optional<ApiError> error;
+      front::EmbedBackend::Done done;
+      Clock::time_point start;
+      std::vector<size_t> positions;  // each miss's index in the client's batch
+    };
+    const size_t n = call.inputs.size();
+    auto pending = std::make_shared<Pending>();
+    pending->remaining = n;
+    pending->out.rows.resize(n);
+    pending->out.tokens.resize(n);
+    pending->done = std::move(done);
+    pending->start = Clock::now();
+    pending->positions = call.positions;
+
+    std::vector<std::string> materials(n);
+    std::vector<size_t> leaders;
+    for (size_t k = 0; k < n; ++k) {
+      materials[k] =
+          front::TextFront::TextKey(call.model, call.inputs[k], call.truncate, call.direction);
+    }
+    for (size_t k = 0; k < n; ++k) {
+      const bool leader = coalescer.Join(
+          materials[k], [pending, k](const Result<std::shared_ptr<const KeyResult>>& r) {
+            front::EmbedBackend::Done finish;
+            {
+              std::lock_guard<std::mutex> lock(pending->mu);
+              if (!r.ok()) {
+                if (!pending->error) pending->error = http::api::ApiErrorFromStatus(r.status());
+              } else if ((*r)->error) {
+                if (!pending->error) {
+                  pending->error = *(*r)->error;
+                  // A worker's "input N" names its sub-batch: name this client's input.
+                  std::string& msg = pending->error->message;
+                  const size_t at = msg.find(kInputMarker);
+                  if (at != std::string::npos) {
+                    msg.replace(
+                        at, std::strlen(kInputMarker),
+                        std::to_string(k < pending->positions.size() ? pending->positions[k] : k));
+                  }
+                }
+              } else {
+                pending->out.rows[k] = (*r)->values;
+                pending->out.tokens[k] = (*r)->tokens;
+              }
+              if (--pending->remaining > 0) return;
+              finish = std::move(pending->done);
+            }
+            pending->out.inference = Clock::now() - pending->start;
+            if (pending->error) return finish(*pending->error);
+            finish(std::move(pending->out));
+          });
+      if (leader) leaders.push_back(k);
+    }
+    if (leaders.empty()) return;
+
+    // Owners under bounded loads, then sub-batches per owner.
+    const auto now = Clock::now();
+    std::map<std::string, std::vector<size_t>> groups;
+    std::vector<size_t> unroutable;
+    std::map<std::string, double> est_by_key;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const auto& ids = ring.members();
+      std::vector<double> loads(ids.size(), 0.0);
+      std::vector<char> eligible(ids.size(), 0);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        WorkerState& w = workers.at(ids[i]);
+        loads[i] = w.outstanding;
+        eligible[i] = Eligible(w, call.model.name, now) ? 1 : 0;
+      }
+      for (size_t k : leaders) {
+        const double est = Estimate(call.inputs[k].text);
+        est_by_key[materials[k]] = est;
+        auto m = PickBounded(
+            ring, RingHash(materials[k]), loads, [&](size_t i) { return eligible[i] != 0; },
+            options.balance_factor, est);
+        if (!m) {
+          unroutable.push_back(k);
+          continue;
+        }
+        loads[*m] += est;
+        groups[ids[*m]].push_back(k);
+      }
+      for (const auto& [id, ks] : groups) {
+        double sum = 0;
+        for (size_t k : ks) sum += est_by_key[materials[k]];
+        workers.at(id).outstanding += sum;
+      }
+    }
+    for (size_t k : unroutable) {
+      auto r = std::make_shared<KeyResult>();
+      r->error =
+          ApiError{503, "Unhealthy", "no ready worker serves model '" + call.model.name + "'", ""};
+      coalescer.Complete(materials[k], std::shared_ptr<const KeyResult>(r));
+    }
+    for (const auto& [id, ks] : groups) {
+      int64_t max_batch = options.max_sub_batch;
+      if (max_batch <= 0) {
+        std::lock_guard<std::mutex> lock(mu);
+        max_batch = std::max<int64_t>(1, workers.at(id).max_batch);
+      }
+      for (size_t begin = 0; begin < ks.size(); begin += static_cast<size_t>(max_batch)) {
+        auto sub = std::make_shared<Sub>();
+        sub->model = call.model.name;
+        sub->truncate = call.truncate;
+        sub->direction = call.direction;
+        sub->deadline = call.deadline;
+        const size_t end = std::min(ks.size(), begin + static_cast<size_t>(max_batch));
+        for (size_t j = begin; j < end; ++j) {
+          sub->materials.push_back(materials[ks[j]]);
+          sub->texts.push_back(call.inputs[ks[j]].text);
+          sub->est_tokens += est_by_key[materials[ks[j]]];
+        }
+        sub->ring_hash = RingHash(sub->materials.front());
+        Dispatch(sub, id);
+      }
+    }
+  }
+
+  void Complete(const Sub& sub, const std::shared_ptr<const KeyResult>& result) {
+    for (const auto& m : sub.materials) coalescer.Complete(m, result);
+  }
+  void Fail(const Sub& sub, ApiError e) {
+    auto r = std::make_shared<KeyResult>();
+    r->error = std::move(e);
+    Complete(sub, r);
+  }
+
+  // Sends `sub` to worker `id` (its estimated tokens already counted there).
+  void Dispatch(std::shared_ptr<Sub> sub, const std::string& id) {
+    const auto now = Clock::now();
+    if (now >= sub->deadline) {
+      Unload(id, *sub);
+      return Fail(*sub, http::api::ApiErrorFromStatus(
+                            DeadlineExceeded("the request's deadline passed before it was sent")));
+    }
+    http::Endpoint ep;
+    bool allowed = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      WorkerState& w = workers.at(id);
+      ep = w.endpoint;
+      allowed = w.breaker->Allow(now);
+      if (allowed) {
+        ++w.sent;
+        ++subs_in_flight;
+        if (sub->is_retry) ++retries_in_flight;
+      }
+    }
+    if (!allowed) {
+      Unload(id, *sub);
+      return RetryOrFail(sub, id,
+                         ApiError{503, "Unhealthy", "worker " + id + " circuit is open", ""},
+                         /*was_sent=*/false);
+    }
+    boost::json::object body;
+    boost::json::array inputs;
+    for (const auto& t : sub->texts) inputs.emplace_back(t);
+    body["inputs"] = std::move(inputs);
+    body["normalize"] = false;
+    body["truncate"] = sub->truncate;
+    body["truncation_direction"] =
+        sub->direction == http::api::TruncationDirection::kLeft ? "Left" : "Right";
+    http::ClientRequest req;
+    req.method = "POST";
+    req.target = "/embed";
+    req.content_type = "application/json";
+    req.body = boost::json::serialize(body);
+    req.deadline = sub->deadline;
+    req.headers.emplace_back("accept", std::string(http::api::kF32ContentType));
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(sub->deadline - now).count();
+    req.headers.emplace_back(front::kRequestTimeoutHeader,
+                             std::to_string(std::max<int64_t>(left, 0)));
+    client->Send(ep, std::move(req), [this, sub, id](Result<http::ClientResponse> r) {
+      OnResponse(sub, id, std::move(r));
+    });
+  }
+
+  void Unload(const std::string& id, const Sub& sub) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = workers.find(id);
+    if (it != workers.end())
+      it->second.outstanding = std::max(0.0, it->second.outstanding - sub.est_tokens);
+  }
+
+  void OnResponse(const std::shared_ptr<Sub>& sub, const std::string& id,
+                  Result<http::ClientResponse> r) {
+    const auto now = Clock::now();
+    Unload(id, *sub);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      --subs_in_flight;
+      if (sub->is_retry) --retries_in_flight;
+    }
+    CircuitBreaker* breaker = nullptr;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = workers.find(id);
+      if (it != workers.end()) breaker = it->second.breaker.get();
+    }
+    auto record = [&](Outcome o) {
+      if (breaker) breaker->Record(o, now);
+      if (o != Outcome::kBackpressure) outlier.Record(id, o == Outcome::kFailure, now);
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = workers.find(id);
+      if (it == workers.end()) return;
+      if (o == Outcome::kSuccess) ++it->second.ok;
+      if (o == Outcome::kFailure) ++it->second.failed;
+      if (o == Outcome::kBackpressure) ++it->second.backpressure;
+    };
+    if (!r.ok()) {
+      record(Outcome::kFailure);
+      const Status& s = r.status();
+      ApiError e = s.code() == StatusCode::kDeadlineExceeded
+                       ? http::api::ApiErrorFromStatus(DeadlineExceeded(
+                             "worker " + id + " did not answer before the deadline"))
+                       : ApiError{503, "Unhealthy", "worker " + id + ": " + s.message(), ""};
+      return RetryOrFail(sub, id, e, true);
+    }
+    const int status = r->status;
+    if (status == 200) {
+      const size_t n = sub->materials.size();
+      auto rows = http::api::DecodeF32Rows(r->body, n * 65536);
+      std::vector<int64_t> counts;
+      const std::string_view h = r->Header(front::kTokenCountsHeader);
+      for (size_t pos = 0; pos < h.size();) {
+        size_t comma = h.find(',', pos);
+        if (comma == std::string_view::npos) comma = h.size();
+        int64_t v = 0;
+        auto [end, ec] = std::from_chars(h.data() + pos, h.data() + comma, v);
+        if (ec != std::errc() || end != h.data() + comma) break;
+        counts.push_back(v);
+        pos = comma + 1;
+      }
+      if (!rows.ok() || rows->rows != n || counts.size() != n) {
+        record(Outcome::kFailure);
+        return RetryOrFail(sub, id,
+                           ApiError{503, "Unhealthy",
+                                    "worker " + id + " answered a malformed embedding response" +
+                                        (rows.ok() ? "" : ": " + rows.status().message()),
+                                    ""},
+                           true);
+      }
+      record(Outcome::kSuccess);
+      double chars = 0, tokens = 0;
+      for (size_t k = 0; k < n; ++k) {
+        auto kr = std::make_shared<KeyResult>();
+        kr->values.assign(rows->values.begin() + static_cast<std::ptrdiff_t>(k * rows->dims),
+                          rows->values.begin() + static_cast<std::ptrdiff_t>((k + 1) * rows->dims));
+        kr->tokens = counts[k];
+        chars += static_cast<double>(sub->texts[k].size());
+        tokens += static_cast<double>(std::max<int64_t>(counts[k] - 2, 1));
+        coalescer.Complete(sub->materials[k], std::shared_ptr<const KeyResult>(kr));
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        const double observed = std::clamp(chars / std::max(tokens, 1.0), 0.5, 16.0);
+        chars_per_token = 0.9 * chars_per_token + 0.1 * observed;
+      }
+      return;
+    }
+    ApiError e = ErrorFromWorker(status, r->body, id);
+    if (status == 429) {
+      record(Outcome::kBackpressure);
+      return RetryOrFail(sub, id, e, true);
+    }
+    if (status >= 400 && status < 500 && status != 408) {
+      // The input, not the worker. When the worker names one input, only that input
+      // fails (every client call holding it answers as the worker did, naming the
+      // client's own index) and the rest of the sub-batch goes again to the same worker.
+      record(Outcome::kSuccess);
+      auto named = NamedInput(e.message, sub->materials.size());
+      if (!named || sub->materials.size() == 1) {
+        if (named) e.message = named->second;
+        return Fail(*sub, e);
+      }
+      const size_t bad = named->first;
+      e.message = named->second;
+      auto kr = std::make_shared<KeyResult>();
+      kr->error = e;
+      coalescer.Complete(sub->materials[bad], std::shared_ptr<const KeyResult>(kr));
+      auto rest = std::make_shared<Sub>(*sub);
+      rest->materials.erase(rest->materials.begin() + static_cast<std::ptrdiff_t>(bad));
+      rest->texts.erase(rest->texts.begin() + static_cast<std::ptrdiff_t>(bad));
+      rest->est_tokens = sub->est_tokens * static_cast<double>(rest->materials.size()) /
+                         static_cast<double>(sub->materials.size());
+      rest->ring_hash = RingHash(rest->materials.front());
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        workers.at(id).outstanding += rest->est_tokens;
+      }
+      return Dispatch(rest, id);
+    }
+    record(Outcome::kFailure);
+    RetryOrFail(sub, id, e, true);
+  }
+
+  void RetryOrFail(const std::shared_ptr<Sub>& sub, const std::string& id, ApiError error,
+                   bool was_sent) {
+    const auto now = Clock::now();
+    sub->tried.push_back(id);
+    if (was_sent) ++sub->attempt;
+    std::optional<std::string> next;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const bool budget = static_cast<double>(retries_in_flight) <
+                          std::max(3.0, options.retry_budget * static_cast<double>(subs_in_flight));
+      if (sub->attempt < options.max_attempts && now < sub->deadline &&
+          sub->tried.size() < ring.size()) {
+        if (!budget) {
+          ++retries_refused;
+        } else {
+          for (size_t i : ring.Successors(sub->ring_hash, ring.size())) {
+            const std::string& cand = ring.members()[i];
+            if (std::find(sub->tried.begin(), sub->tried.end(), cand) != sub->tried.end()) continue;
+            if (!Eligible(workers.at(cand), sub->model, now)) continue;
+            next = cand;
+            workers.at(cand).outstanding += sub->est_tokens;
+            ++retries_total;
+            break;
+          }
+        }
+      }
+    }
+    if (!next) return Fail(*sub, std::move(error));
+    sub->is_retry = true;
+    Dispatch(sub, *next);
+  }
+
+  // ---- membership and worker info ---------------------------------------------------
+  void RefreshWorkers() {
+    membership->CheckNow();
+    std::vector<WorkerView> views = membership->Snapshot();
+    std::vector<std::pair<std::string, http::Endpoint>> need_info;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& v : views) {
+        auto it = workers.find(v.id);
+        if (it == workers.end()) continue;
+        if (it->second.ready != v.ready) {
+          log::Info(v.ready ? "routing to worker" : "not routing to worker", {{"worker", v.id}});
+        }
+        it->second.ready = v.ready;
+        if (v.ready && !it->second.info_ok) need_info.emplace_back(v.id, v.endpoint);
+        if (!v.ready) it->second.info_ok = false;  // re-read after it comes back
+      }
+    }
+    for (const auto& [id, ep] : need_info) ReadInfo(id, ep);
+    bool any = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [id, w] : workers) any = any || (w.ready && w.info_ok);
+    }
+    ready = any;
+  }
+
+  void ReadInfo(const std::string& id, const http::Endpoint& ep) {
+    http::ClientRequest req;
+    req.target = "/info";
+    req.deadline = Clock::now() + options.health.timeout;
+    auto r = client->SendSync(ep, req);
+    if (!r.ok() || r->status != 200) return;
+    boost::system::error_code ec;
+    auto v = boost::json::parse(r->body, ec);
+    if (ec || !v.is_object()) return;
+    const auto& o = v.as_object();
+    std::vector<front::TextModelInfo> models;
+    if (auto* ms = o.if_contains("models"); ms && ms->is_array()) {
+      for (const auto& m : ms->as_array()) {
+        if (!m.is_object()) continue;
+        const auto& mo = m.as_object();
+        auto str = [&](const char* k) -> std::string {
+          auto* x = mo.if_contains(k);
+          return x && x->is_string() ? std::string(x->as_string()) : std::string();
+        };
+        auto* ready_v = mo.if_contains("ready");
+        auto* dim = mo.if_contains("dim");
+        if (str("kind") != "text" || !ready_v || !ready_v->is_bool() || !ready_v->as_bool() ||
+            !dim || !dim->is_int64()) {
+          continue;
+        }
+        front::TextModelInfo info;
+        info.name = str("name");
+        info.version = str("version");
+        info.dim = dim->as_int64();
+        auto* norm = mo.if_contains("normalize");
+        info.normalize_by_default = !norm || !norm->is_bool() || norm->as_bool();
+        models.push_back(std::move(info));
+      }
+    }
+    int64_t max_batch = 32;
+    if (auto* b = o.if_contains("max_client_batch_size"); b && b->is_int64()) {
+      max_batch = std::max<int64_t>(1, b->as_int64());
+    } else if (b && b->is_uint64()) {
+      max_batch = std::max<int64_t>(1, static_cast<int64_t>(b->as_uint64()));
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = workers.find(id);
+    if (it == workers.end()) return;
+    it->second.models = std::move(models);
+    it->second.max_batch = max_batch;
+    it->second.info_ok = true;
+  }
+
+  void HealthLoop() {
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(health_mu);
+        if (health_cv.wait_for(lock, options.health.interval, [this] { return stopping; })) return;
+      }
+      try {
+        RefreshWorkers();
+      } catch (const std::exception& e) {
+        log::Error("gateway health round failed", {{"error", e.what()}});
+      }
+    }
+  }
+
+  // ---- handlers ---------------------------------------------------------------------
+  std::shared_ptr<void> Admit(http::Responder& r, http::api::ApiFamily family) {
+    auto refuse = [&](ApiError e, int retry_after) {
+      e = http::api::ForApi(e, family);
+      std::string body = family == http::api::ApiFamily::kOpenAi ? http::api::OpenAiErrorBody(e)
+                                                                 : http::api::TeiErrorBody(e);
+      front::Send(r, e.status, std::move(body), {{"retry-after", std::to_string(retry_after)}});
+    };
+    if (!ready.load()) {
+      refuse(http::api::TeiUnhealthyError("no worker is ready"), 1);
+      return nullptr;
+    }
+    const auto start = Clock::now();
+    if (!options.adaptive_limit) return std::make_shared<int>(0);
+    if (!limiter.TryAcquire(start)) {
+      refuse(http::api::TeiOverloadedError("gateway concurrency limit reached (limit " +
+                                           std::to_string(limiter.limit()) + ")"),
+             limiter.RetryAfterSeconds());
+      return nullptr;
+    }
+    return std::shared_ptr<void>(new int(0), [this, start](void* p) {
+      delete static_cast<int*>(p);
+      const auto end = Clock::now();
+      limiter.Release(end - start, end);
+    });
+  }
+
+  void HandleHealth(http::Request&, http::Responder r) {
+    size_t total = 0, up = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [id, w] : workers) {
+        ++total;
+        up += w.ready && w.info_ok;
+      }
+    }
+    boost::json::object o{{"status", ready.load() ? "healthy" : "unhealthy"},
+                          {"role", "gateway"},
+                          {"workers", total},
+                          {"workers_ready", up}};
+    front::Send(r, ready.load() ? 200 : 503, boost::json::serialize(o));
+  }
+
+  void HandleStats(http::Request&, http::Responder r) {
+    const auto now = Clock::now();
+    boost::json::array breakers;
+    size_t total = 0, up = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [id, w] : workers) {
+        ++total;
+        up += w.ready && w.info_ok;
+        const auto s = w.breaker->snapshot(now);
+        breakers.push_back(boost::json::object{{"node", id},
+                                               {"state", std::string(BreakerStateName(s.state))},
+                                               {"failures", s.failures},
+                                               {"successes", s.successes},
+                                               {"consecutive_failures", s.consecutive_failures},
+                                               {"ready", w.ready && w.info_ok},
+                                               {"ejected", outlier.Ejected(id, now)},
+                                               {"outstanding_tokens", w.outstanding},
+                                               {"max_batch", w.max_batch},
+                                               {"sub_batches_sent", w.sent},
+                                               {"backpressure", w.backpressure}});
+      }
+    }
+    boost::json::object o;
+    o["total_workers"] = total;
+    o["ready_workers"] = up;
+    o["circuit_breakers"] = std::move(breakers);
+    if (cache) {
+      const auto s = cache->Stats();
+      o["cache"] = boost::json::object{
+          {"hits", s.hits}, {"misses", s.misses}, {"entries", s.entries}, {"bytes", s.bytes}};
+    }
+    o["limiter"] = boost::json::object{
+        {"enabled", options.adaptive_limit},
+        {"limit", limiter.limit()},
+        {"in_flight", limiter.in_flight()},
+        {"rejected", limiter.rejected()},
+        {"min_rtt_ms", std::chrono::duration<double, std::milli>(limiter.min_rtt()).count()},
+        {"sample_rtt_ms", std::chrono::duration<double, std::milli>(limiter.sample_rtt()).count()}};
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      o["retries"] = retries_total;
+      o["retries_refused_by_budget"] = retries_refused;
+      o["chars_per_token"] = chars_per_token;
+    }
+    o["coalesced"] = coalescer.coalesced();
+    o["node_id"] = "gateway";
+    front::Send(r, 200, boost::json::serialize(o));
+  }
+
+  void HandleInfo(http::Request&, http::Responder r) {
+    std::optional<http::Endpoint> ep;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const auto& [id, w] : workers) {
+        if (w.ready && w.info_ok) {
+          ep = w.endpoint;
+          break;
+        }
+      }
+    }
+    if (!ep) return front::SendTeiError(r, http::api::TeiUnhealthyError("no worker is ready"));
+    auto shared = std::make_shared<http::Responder>(std::move(r));
+    http::ClientRequest req;
+    req.target = "/info";
+    req.deadline = Clock::now() + options.health.timeout;
+    client->Send(*ep, req, [shared](Result<http::ClientResponse> resp) {
+      if (!resp.ok() || resp->status != 200) {
+        return front::SendTeiError(
+            *shared, http::api::TeiUnhealthyError("the worker asked for /info did not answer"));
+      }
+      front::Send(*shared, 200, resp->body);
+    });
+  }
+
+  void BindMetrics() {
+    auto& reg = metrics::Registry::Global();
+    bindings.push_back(
+        reg.CallbackGauge("infermesh_gateway_concurrency_limit", "The adaptive concurrency limit")
+            .Bind([this] { return double(limiter.limit()); }));
+    bindings.push_back(
+        reg.CallbackGauge("infermesh_gateway_min_rtt_seconds",
+                          "Minimum round-trip time the limiter measured")
+            .Bind([this] { return std::chrono::duration<double>(limiter.min_rtt()).count(); }));
+    bindings.push_back(reg.CallbackCounter("infermesh_gateway_limiter_rejected_total",
+                                           "Requests refused by the concurrency limit")
+                           .Bind([this] { return double(limiter.rejected()); }));
+    bindings.push_back(reg.CallbackCounter("infermesh_gateway_coalesced_total",
+                                           "Inputs that joined an identical call in flight")
+                           .Bind([this] { return double(coalescer.coalesced()); }));
+    bindings.push_back(reg.CallbackCounter("infermesh_gateway_retries_total",
+                                           "Sub-batches sent again to another worker")
+                           .Bind([this] {
+                             std::lock_guard<std::mutex> lock(mu);
+                             return double(retries_total);
+                           }));
+    bindings.push_back(
+        reg.CallbackGauge("infermesh_gateway_workers_ready", "Workers that pass health checks")
+            .Bind([this] {
+              std::lock_guard<std::mutex> lock(mu);
+              double n = 0;
+              for (const auto& [id, w] : workers) n += w.ready && w.info_ok;
+              return n;
+            }));
+    if (cache) {
+      bindings.push_back(
+          reg.CallbackCounter("infermesh_gateway_cache_hits_total", "Gateway local cache hits")
+              .Bind([c = cache.get()] { return double(c->Stats().hits); }));
+      bindings.push_back(
+          reg.CallbackCounter("infermesh_gateway_cache_misses_total", "Gateway local cache misses")
+              .Bind([c = cache.get()] { return double(c->Stats().misses); }));
+    }
+  }
+};
+
+GatewayService::~GatewayService() { Shutdown(); }
+
+uint16_t GatewayService::port() const { return impl_->server ? impl_->server->port() : 0; }
+
+Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions options) {
+  if (options.workers.empty()) {
+    return InvalidArgument("no workers: pass --workers host:port,... (or gateway.workers)");
+  }
+  auto svc = std::unique_ptr<GatewayService>(new GatewayService());
+  svc->impl_ = std::make_unique<Impl>(std::move(options));
+  Impl& im = *svc->impl_;
+  http::ClientOptions co;
+  co.io_threads = 1;
+  co.max_connections_per_host = im.options.max_connections_per_worker;
+  im.client = http::HttpClient::Create(co);
+  im.membership = std::make_unique<Membership>(im.client.get(), im.options.health);
+  im.membership->SetWorkers(im.options.workers);
+  std::vector<std::string> ids;
+  for (const auto& ep : im.options.workers) {
+    const std::string id = ep.ToString();
+    if (im.workers.count(id)) continue;
+    WorkerState w;
+    w.id = id;
+    w.endpoint = ep;
+    w.breaker = std::make_unique<CircuitBreaker>(im.options.breaker);
+    im.workers.emplace(id, std::move(w));
+    ids.push_back(id);
+  }
+  im.ring.SetMembers(ids);
+  if (im.options.cache_bytes > 0) {
+    LruCacheOptions lo;
+    lo.capacity_bytes = static_cast<size_t>(im.options.cache_bytes);
+    im.cache = std::make_unique<front::RowCache>(lo, front::CachedRowBytes);
+  }
+  class Backend final : public front::EmbedBackend {
+   public:
+    explicit Backend(Impl* im) : im_(im) {}
+    void Embed(front::EmbedCall call, Done done) override {
+      im_->Embed(std::move(call), std::move(done));
+    }
+
+   private:
+    Impl* im_;
+  };
+  im.backend = std::make_unique<Backend>(&im);
+  front::TextFrontOptions fo;
+  fo.max_client_batch_size = im.options.max_client_batch_size;
+  fo.auto_truncate = im.options.auto_truncate;
+  fo.request_timeout = im.options.request_timeout;
+  fo.limits.max_inputs =
+      static_cast<size_t>(std::max<int64_t>(im.options.max_client_batch_size * 4, 64));
+  front::TextFront::Hooks hooks;
+  hooks.admit = [&im](http::Responder& r, http::api::ApiFamily f) { return im.Admit(r, f); };
+  hooks.model = [&im](const std::string& name) { return im.ModelFor(name); };
+  im.front = std::make_unique<front::TextFront>(fo, im.cache.get(), im.backend.get(), hooks);
+
+  im.RefreshWorkers();  // the first round before serving
+  im.BindMetrics();
+
+  auto router = std::make_shared<http::Router>();
+  router->Add("POST", "/embed", [&im](http::Request& q, http::Responder r) {
+    im.front->HandleEmbed(q, std::move(r));
+  });
+  router->Add("POST", "/v1/embeddings", [&im](http::Request& q, http::Responder r) {
+    im.front->HandleOpenAi(q, std::move(r));
+  });
+  router->Add("GET", "/health",
+              [&im](http::Request& q, http::Responder r) { im.HandleHealth(q, std::move(r)); });
+  router->Add("GET", "/stats",
+              [&im](http::Request& q, http::Responder r) { im.HandleStats(q, std::move(r)); });
+  router->Add("GET", "/info",
+              [&im](http::Request& q, http::Responder r) { im.HandleInfo(q, std::move(r)); });
+  router->Add("GET", "/metrics", [](http::Request&, http::Responder r) {
+    front::Send(r, 200, metrics::Registry::Global().RenderText(), {},
+                std::string(metrics::kPrometheusContentType));
+  });
+  http::ServerOptions so;
+  so.host = im.options.host;
+  so.port = im.options.port;
+  so.io_threads = im.options.io_threads;
+  so.max_body_bytes = im.options.max_body_bytes;
+  so.limits = im.options.server_limits;
+  so.metrics = &metrics::Registry::Global();
+  so.error_body = [](int status, std::string_view message) {
+    ApiError e = http::api::ApiErrorFromStatus(
+        Status(status == 413 ? StatusCode::kResourceExhausted : StatusCode::kInvalidArgument,
+               std::string(message)));
+    e.status = status;
+    return http::api::TeiErrorBody(e);
+  };
+  IM_ASSIGN_OR_RETURN(im.server, http::HttpServer::Start(so, router));
+  im.health_thread = std::thread([&im] { im.HealthLoop(); });
+  log::Info("gateway listening",
+            {{"address", im.options.host + ":" + std::to_string(im.server->port())},
+             {"workers", std::to_string(im.workers.size())}});
+  return svc;
+}
+
+void GatewayService::Shutdown() {
+  if (!impl_) return;
+  Impl& im = *impl_;
+  im.ready = false;
+  {
+    std::lock_guard<std::mutex> lock(im.health_mu);
+    if (im.stopping) return;
+    im.stopping = true;
+  }
+  im.health_cv.notify_all();
+  if (im.health_thread.joinable()) im.health_thread.join();
+  if (im.server) im.server->Shutdown(std::chrono::seconds(10));
+  im.bindings.clear();
+  if (im.client) im.client->Shutdown();
+}
+
+Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
+  GatewayOptions o;
+  IM_ASSIGN_OR_RETURN(o.host, c.GetString("gateway.host"));
+  IM_ASSIGN_OR_RETURN(int64_t port, c.GetInt("gateway.port"));
+  if (port < 0 || port > 65535) return InvalidArgument("gateway.port must be 0..65535");
+  o.port = static_cast<uint16_t>(port);
+  IM_ASSIGN_OR_RETURN(std::string workers, c.GetString("gateway.workers"));
+  size_t pos = 0;
+  while (pos < workers.size()) {
+    size_t comma = workers.find(',', pos);
+    if (comma == std::string::npos) comma = workers.size();
+    std::string item = workers.substr(pos, comma - pos);
+    item.erase(0, item.find_first_not_of(" \t"));
+    item.erase(item.find_last_not_of(" \t") + 1);
+    if (!item.empty()) {
+      auto ep = http::ParseEndpoint(item);
+      if (!ep.ok()) return ep.status().WithContext("gateway.workers");
+      o.workers.push_back(*ep);
+    }
+    pos = comma + 1;
+  }
+  auto ranged = [&](const char* key, int64_t min, int64_t max) -> Result<int64_t> {
+    IM_ASSIGN_OR_RETURN(int64_t v, c.GetInt(key));
+    if (v < min || v > max) {
+      return InvalidArgument(std::string(key) + " must be in " + std::to_string(min) + ".." +
+                             std::to_string(max) + ", got " + std::to_string(v));
+    }
+    return v;
+  };
+  IM_ASSIGN_OR_RETURN(int64_t io, ranged("gateway.io_threads", 1, 256));
+  o.io_threads = static_cast<int>(io);
+  IM_ASSIGN_OR_RETURN(o.max_client_batch_size, ranged("gateway.max_client_batch_size", 1, 8192));
+  IM_ASSIGN_OR_RETURN(o.max_sub_batch, ranged("gateway.max_sub_batch", 0, 8192));
+  IM_ASSIGN_OR_RETURN(int64_t body, c.GetBytes("gateway.max_body_bytes"));
+  if (body < 1024 || body > (int64_t{1} << 30)) {
+    return InvalidArgument("gateway.max_body_bytes must be between 1KiB and 1GiB");
+  }
+  o.max_body_bytes = static_cast<size_t>(body);
+  IM_ASSIGN_OR_RETURN(int64_t timeout, c.GetMillis("gateway.request_timeout"));
+  o.request_timeout = std::chrono::milliseconds(timeout);
+  IM_ASSIGN_OR_RETURN(o.cache_bytes, c.GetBytes("cache.max_bytes"));
+  IM_ASSIGN_OR_RETURN(o.balance_factor, c.GetDouble("gateway.balance_factor"));
+  if (o.balance_factor < 1.0 || o.balance_factor > 100) {
+    return InvalidArgument("gateway.balance_factor must be between 1 and 100");
+  }
+  IM_ASSIGN_OR_RETURN(int64_t attempts, ranged("gateway.max_attempts", 1, 10));
+  o.max_attempts = static_cast<int>(attempts);
+  IM_ASSIGN_OR_RETURN(o.retry_budget, c.GetDouble("gateway.retry_budget"));
+  if (o.retry_budget < 0 || o.retry_budget > 10) {
+    return InvalidArgument("gateway.retry_budget must be between 0 and 10");
+  }
+  IM_ASSIGN_OR_RETURN(o.adaptive_limit, c.GetBool("gateway.adaptive_limit"));
+  IM_ASSIGN_OR_RETURN(int64_t conns, ranged("gateway.max_connections_per_worker", 1, 4096));
+  o.max_connections_per_worker = static_cast<size_t>(conns);
+  IM_ASSIGN_OR_RETURN(int64_t failures, ranged("gateway.breaker_failures", 1, 1000));
+  o.breaker.failure_threshold = static_cast<int>(failures);
+  IM_ASSIGN_OR_RETURN(int64_t open, c.GetMillis("gateway.breaker_open_time"));
+  o.breaker.open_timeout = std::chrono::milliseconds(open);
+  IM_ASSIGN_OR_RETURN(int64_t successes, ranged("gateway.breaker_successes", 1, 1000));
+  o.breaker.success_threshold = static_cast<int>(successes);
+  IM_ASSIGN_OR_RETURN(int64_t interval, c.GetMillis("gateway.health_interval"));
+  if (interval < 10) return InvalidArgument("gateway.health_interval must be at least 10ms");
+  o.health.interval = std::chrono::milliseconds(interval);
+  IM_ASSIGN_OR_RETURN(int64_t htimeout, c.GetMillis("gateway.health_timeout"));
+  o.health.timeout = std::chrono::milliseconds(std::max<int64_t>(htimeout, 1));
+  IM_ASSIGN_OR_RETURN(int64_t min_limit, ranged("gateway.min_concurrency", 1, 1 << 20));
+  o.limiter.min_limit = static_cast<double>(min_limit);
+  IM_ASSIGN_OR_RETURN(int64_t max_limit, ranged("gateway.max_concurrency", 1, 1 << 20));
+  o.limiter.max_limit = static_cast<double>(std::max(max_limit, min_limit));
+  IM_ASSIGN_OR_RETURN(o.server_limits, http::ServerLimitsFromConfig(c));
+  return o;
+}
+
+}  // namespace infermesh::gateway

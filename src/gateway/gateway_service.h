@@ -1,0 +1,79 @@
+// `infermesh gateway`: one front door for many workers. It serves the worker's text
+// embedding routes through the same serving front (src/front), with a backend that
+// splits each client batch per input, looks every input up in its own cache, coalesces
+// identical inputs in flight, routes the misses by consistent hashing with bounded loads
+// (counted in estimated tokens) to the worker whose cache holds them, and sends each
+// worker its share as sub-batches over pooled keep-alive connections, binary float32
+// rows back. Dead or failing workers are skipped (health checks, breakers, outlier
+// ejection); a failed sub-batch is retried on the next worker on the ring within a
+// retry budget; an adaptive concurrency limit answers 429 before requests queue.
+//
+//   GatewayOptions o;
+//   o.workers = {{"10.0.0.1", 8080}, {"10.0.0.2", 8080}};
+//   auto gw = GatewayService::Start(o);
+//   ... (*gw)->port() ...
+//   (*gw)->Shutdown();
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+#include "core/status.h"
+#include "gateway/breaker.h"
+#include "gateway/limiter.h"
+#include "gateway/membership.h"
+#include "gateway/outlier.h"
+#include "http/client.h"
+#include "http/server.h"
+
+namespace infermesh::gateway {
+
+struct GatewayOptions {
+  std::string host = "127.0.0.1";
+  uint16_t port = 8000;
+  int io_threads = 2;
+  std::vector<http::Endpoint> workers;
+  size_t max_body_bytes = 8 << 20;
+  int64_t max_client_batch_size = 512;
+  // Inputs per sub-batch to one worker; 0 = each worker's own max_client_batch_size, read
+  // from its /info.
+  int64_t max_sub_batch = 0;
+  bool auto_truncate = false;
+  std::chrono::milliseconds request_timeout{30000};
+  int64_t cache_bytes = 256 << 20;
+  double balance_factor = 1.25;
+  int max_attempts = 3;       // per sub-batch: the first try and retries on other workers
+  double retry_budget = 0.2;  // retries in flight <= this x sub-batches in flight (min 3)
+  bool adaptive_limit = true;
+  size_t max_connections_per_worker = 64;
+  BreakerOptions breaker;
+  OutlierOptions outlier;
+  MembershipOptions health;
+  LimiterOptions limiter;
+  http::ServerLimits server_limits;
+};
+
+// The gateway.* keys (and server.*, cache.max_bytes); docs/configuration.md lists them.
+[[nodiscard]] Result<GatewayOptions> GatewayOptionsFromConfig(const Config& config);
+
+class GatewayService {
+ public:
+  ~GatewayService();
+  // Binds, checks the workers once, then serves. Workers that are down are checked
+  // again every health interval.
+  [[nodiscard]] static Result<std::unique_ptr<GatewayService>> Start(GatewayOptions options);
+  uint16_t port() const;
+  // Readiness false, drain the server, stop health checks and the client.
+  void Shutdown();
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace infermesh::gateway
