@@ -170,28 +170,51 @@ steady_clock::time_point TextFront::Deadline(const Request& req) const {
 }
 
 // ---- TEI -------------------------------------------------------------------------
+// What a handler keeps of its request once admission may defer it: the Request itself
+// is only valid while the handler runs.
+struct TextFront::Pending {
+  std::string body;
+  steady_clock::time_point received, deadline;
+  bool binary = false;
+};
+
+std::shared_ptr<TextFront::Pending> TextFront::Keep(Request& req) const {
+  auto p = std::make_shared<Pending>();
+  p->body = std::move(req.body);
+  p->received = req.received;
+  p->deadline = Deadline(req);
+  // The gateway's hop asks for binary float32 rows, so floats are never formatted
+  // as text twice (http/api/f32_binary.h), and for the token counts.
+  p->binary = req.Header("accept").find(http::api::kF32ContentType) != std::string_view::npos;
+  return p;
+}
+
 void TextFront::HandleEmbed(Request& req, Responder responder) {
-  auto ticket = hooks_.admit(responder, http::api::ApiFamily::kTei);
-  if (!ticket) return;
+  auto shared = std::make_shared<Responder>(std::move(responder));
+  auto pending = Keep(req);
+  hooks_.admit(shared, http::api::ApiFamily::kTei,
+               [this, shared, pending](std::shared_ptr<void> ticket) {
+                 RunEmbed(shared, *pending, std::move(ticket));
+               });
+}
+
+void TextFront::RunEmbed(const SharedResponder& shared, Pending& req,
+                         std::shared_ptr<void> ticket) {
   auto parsed = http::api::ParseTeiEmbedRequest(req.body, options_.limits);
-  if (!parsed.ok()) return SendTeiError(responder, parsed.error());
-  if (auto e = CheckClientBatch(parsed->inputs.size())) return SendTeiError(responder, *e);
+  if (!parsed.ok()) return SendTeiError(*shared, parsed.error());
+  if (auto e = CheckClientBatch(parsed->inputs.size())) return SendTeiError(*shared, *e);
   std::optional<TextModelInfo> model = hooks_.model("");
   if (!model) {
-    return SendTeiError(responder, http::api::TeiUnhealthyError("no text model is served here"));
+    return SendTeiError(*shared, http::api::TeiUnhealthyError("no text model is served here"));
   }
   std::vector<TextInput> inputs(parsed->inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) inputs[i].text = std::move(parsed->inputs[i]);
   const bool truncate = parsed->truncate.value_or(options_.auto_truncate);
   const bool normalize = parsed->normalize;
   const auto start = req.received;
-  // The gateway's hop asks for binary float32 rows, so floats are never formatted
-  // as text twice (http/api/f32_binary.h), and for the token counts.
-  const bool binary =
-      req.Header("accept").find(http::api::kF32ContentType) != std::string_view::npos;
-  auto shared = std::make_shared<Responder>(std::move(responder));
+  const bool binary = req.binary;
   auto cancel = shared->cancel_flag();
-  Embed(*model, std::move(inputs), truncate, parsed->truncation_direction, Deadline(req), cancel,
+  Embed(*model, std::move(inputs), truncate, parsed->truncation_direction, req.deadline, cancel,
         [shared, ticket, normalize, start, binary](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendTeiError(*shared, r.error());
           std::vector<std::vector<float>> rows;
@@ -223,10 +246,18 @@ void TextFront::HandleEmbed(Request& req, Responder responder) {
 
 // ---- OpenAI ----------------------------------------------------------------------
 void TextFront::HandleOpenAi(Request& req, Responder responder) {
-  auto ticket = hooks_.admit(responder, http::api::ApiFamily::kOpenAi);
-  if (!ticket) return;
+  auto shared = std::make_shared<Responder>(std::move(responder));
+  auto pending = Keep(req);
+  hooks_.admit(shared, http::api::ApiFamily::kOpenAi,
+               [this, shared, pending](std::shared_ptr<void> ticket) {
+                 RunOpenAi(shared, *pending, std::move(ticket));
+               });
+}
+
+void TextFront::RunOpenAi(const SharedResponder& shared, Pending& req,
+                          std::shared_ptr<void> ticket) {
   auto parsed = http::api::ParseOpenAiEmbeddingRequest(req.body, options_.limits);
-  if (!parsed.ok()) return SendOpenAiError(responder, parsed.error());
+  if (!parsed.ok()) return SendOpenAiError(*shared, parsed.error());
   // The named model if served here; otherwise, as TEI does, the default one (a
   // single-model server answers for any name).
   std::optional<TextModelInfo> model = hooks_.model(parsed->model);
@@ -234,11 +265,11 @@ void TextFront::HandleOpenAi(Request& req, Responder responder) {
     ApiError e =
         http::api::ApiErrorFromStatus(NotFound("model '" + parsed->model + "' is not served here"));
     e.param = "model";
-    return SendOpenAiError(responder, e);
+    return SendOpenAiError(*shared, e);
   }
   if (auto e = CheckClientBatch(parsed->size())) {
     e->param = "input";  // OpenAI's name for the field
-    return SendOpenAiError(responder, *e);
+    return SendOpenAiError(*shared, *e);
   }
   const int64_t dim = model->dim;
   if (parsed->dimensions && (*parsed->dimensions < 1 || *parsed->dimensions > dim)) {
@@ -246,7 +277,7 @@ void TextFront::HandleOpenAi(Request& req, Responder responder) {
                "dimensions must be between 1 and " + std::to_string(dim) + ", got " +
                    std::to_string(*parsed->dimensions),
                "dimensions"};
-    return SendOpenAiError(responder, e);
+    return SendOpenAiError(*shared, e);
   }
   std::vector<TextInput> inputs(parsed->size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -257,12 +288,11 @@ void TextFront::HandleOpenAi(Request& req, Responder responder) {
       inputs[i].text = std::move(parsed->texts[i]);
     }
   }
-  auto shared = std::make_shared<Responder>(std::move(responder));
   auto request = std::make_shared<http::api::OpenAiEmbeddingRequest>(std::move(parsed).value());
   const bool normalize = model->normalize_by_default;
   const std::string model_name = model->name;
   Embed(*model, std::move(inputs), options_.auto_truncate, http::api::TruncationDirection::kRight,
-        Deadline(req), shared->cancel_flag(),
+        req.deadline, shared->cancel_flag(),
         [shared, ticket, request, normalize, model_name](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendOpenAiError(*shared, r.error());
           std::vector<std::vector<float>> rows;

@@ -106,9 +106,12 @@ struct TextFrontOptions {
 class TextFront {
  public:
   struct Hooks {
-    // Admission: a ticket held until the response is sent, or null after answering the
-    // refusal (429/503) in the family's error shape.
-    std::function<std::shared_ptr<void>(http::Responder&, http::api::ApiFamily)> admit;
+    // Admission: calls `proceed` with a ticket (held until the response is sent) at once
+    // or later (a bounded wait), or answers the refusal (429/503) in the family's error
+    // shape through the responder and never calls it.
+    using Proceed = std::function<void(std::shared_ptr<void> ticket)>;
+    std::function<void(const std::shared_ptr<http::Responder>&, http::api::ApiFamily, Proceed)>
+        admit;
     // The model for a request: by name, or the default for "" (TEI names none). nullopt:
     // not served here.
     std::function<std::optional<TextModelInfo>(const std::string& name)> model;
@@ -134,6 +137,12 @@ class TextFront {
   const TextFrontOptions& options() const { return options_; }
 
  private:
+  struct Pending;
+  std::shared_ptr<Pending> Keep(http::Request& req) const;
+  void RunEmbed(const std::shared_ptr<http::Responder>& shared, Pending& req,
+                std::shared_ptr<void> ticket);
+  void RunOpenAi(const std::shared_ptr<http::Responder>& shared, Pending& req,
+                 std::shared_ptr<void> ticket);
   std::optional<http::api::ApiError> CheckClientBatch(size_t inputs) const;
   std::chrono::steady_clock::time_point Deadline(const http::Request& req) const;
 

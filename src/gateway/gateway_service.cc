@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <regex>
@@ -54,7 +56,8 @@ struct Sub {
   std::string model;
   std::vector<std::string> materials;
   std::vector<std::string> texts;
-  double est_tokens = 0;
+  std::vector<double> ests;  // per input, whole tokens
+  double est_tokens = 0;     // their sum
   bool truncate = false;
   http::api::TruncationDirection direction = http::api::TruncationDirection::kRight;
   Clock::time_point deadline;
@@ -119,6 +122,13 @@ struct GatewayService::Impl {
   double chars_per_token = 4.0;  // corrected by the counts workers report
   int64_t subs_in_flight = 0, retries_in_flight = 0;
   uint64_t retries_total = 0, retries_refused = 0;
+  // Retry budget, a token bucket (as gRPC's retry throttling): every first send of a
+  // sub-batch adds retry_budget tokens, every retry takes one; a burst allowance of
+  // kRetryBurst tokens, and at most kRetryCap saved. So retries stay within
+  // retry_budget of the traffic over time, and a worker dying under light load still
+  // gets its few in-flight sub-batches retried.
+  static constexpr double kRetryBurst = 10, kRetryCap = 100;
+  double retry_tokens = kRetryBurst;
 
   std::thread health_thread;
   std::mutex health_mu;
@@ -130,8 +140,10 @@ struct GatewayService::Impl {
       : options(std::move(o)), outlier(options.outlier), limiter(options.limiter) {}
 
   // ---- routing --------------------------------------------------------------------
+  // Whole tokens, so that loads add and subtract exactly (a residue could flip a
+  // placement at the bound and send an input away from its cache).
   double Estimate(const std::string& text) const {  // under mu
-    return static_cast<double>(text.size()) / chars_per_token + 2;
+    return std::ceil(static_cast<double>(text.size()) / chars_per_token) + 2;
   }
 
   bool Serves(const WorkerState& w, const std::string& model) const {
@@ -249,12 +261,18 @@ struct GatewayService::Impl {
         loads[i] = w.outstanding;
         eligible[i] = Eligible(w, call.model.name, now) ? 1 : 0;
       }
+      double incoming = 0;
       for (size_t k : leaders) {
         const double est = Estimate(call.inputs[k].text);
         est_by_key[materials[k]] = est;
+        incoming += est;
+      }
+      for (size_t k : leaders) {
+        const double est = est_by_key[materials[k]];
         auto m = PickBounded(
             ring, RingHash(materials[k]), loads, [&](size_t i) { return eligible[i] != 0; },
-            options.balance_factor, est);
+            options.balance_factor, est, incoming);
+        incoming -= est;
         if (!m) {
           unroutable.push_back(k);
           continue;
@@ -290,7 +308,8 @@ struct GatewayService::Impl {
         for (size_t j = begin; j < end; ++j) {
           sub->materials.push_back(materials[ks[j]]);
           sub->texts.push_back(call.inputs[ks[j]].text);
-          sub->est_tokens += est_by_key[materials[ks[j]]];
+          sub->ests.push_back(est_by_key[materials[ks[j]]]);
+          sub->est_tokens += sub->ests.back();
         }
         sub->ring_hash = RingHash(sub->materials.front());
         Dispatch(sub, id);
@@ -325,7 +344,11 @@ struct GatewayService::Impl {
       if (allowed) {
         ++w.sent;
         ++subs_in_flight;
-        if (sub->is_retry) ++retries_in_flight;
+        if (sub->is_retry) {
+          ++retries_in_flight;
+        } else if (sub->tried.empty()) {
+          retry_tokens = std::min(kRetryCap, retry_tokens + options.retry_budget);
+        }
       }
     }
     if (!allowed) {
@@ -464,8 +487,8 @@ struct GatewayService::Impl {
       auto rest = std::make_shared<Sub>(*sub);
       rest->materials.erase(rest->materials.begin() + static_cast<std::ptrdiff_t>(bad));
       rest->texts.erase(rest->texts.begin() + static_cast<std::ptrdiff_t>(bad));
-      rest->est_tokens = sub->est_tokens * static_cast<double>(rest->materials.size()) /
-                         static_cast<double>(sub->materials.size());
+      rest->est_tokens -= rest->ests[bad];
+      rest->ests.erase(rest->ests.begin() + static_cast<std::ptrdiff_t>(bad));
       rest->ring_hash = RingHash(rest->materials.front());
       {
         std::lock_guard<std::mutex> lock(mu);
@@ -485,8 +508,7 @@ struct GatewayService::Impl {
     std::optional<std::string> next;
     {
       std::lock_guard<std::mutex> lock(mu);
-      const bool budget = static_cast<double>(retries_in_flight) <
-                          std::max(3.0, options.retry_budget * static_cast<double>(subs_in_flight));
+      const bool budget = retry_tokens >= 1.0;
       if (sub->attempt < options.max_attempts && now < sub->deadline &&
           sub->tried.size() < ring.size()) {
         if (!budget) {
@@ -499,6 +521,7 @@ struct GatewayService::Impl {
             next = cand;
             workers.at(cand).outstanding += sub->est_tokens;
             ++retries_total;
+            retry_tokens -= 1.0;
             break;
           }
         }
@@ -599,30 +622,120 @@ struct GatewayService::Impl {
   }
 
   // ---- handlers ---------------------------------------------------------------------
-  std::shared_ptr<void> Admit(http::Responder& r, http::api::ApiFamily family) {
-    auto refuse = [&](ApiError e, int retry_after) {
-      e = http::api::ForApi(e, family);
-      std::string body = family == http::api::ApiFamily::kOpenAi ? http::api::OpenAiErrorBody(e)
-                                                                 : http::api::TeiErrorBody(e);
-      front::Send(r, e.status, std::move(body), {{"retry-after", std::to_string(retry_after)}});
-    };
-    if (!ready.load()) {
-      refuse(http::api::TeiUnhealthyError("no worker is ready"), 1);
-      return nullptr;
-    }
-    const auto start = Clock::now();
-    if (!options.adaptive_limit) return std::make_shared<int>(0);
-    if (!limiter.TryAcquire(start)) {
-      refuse(http::api::TeiOverloadedError("gateway concurrency limit reached (limit " +
-                                           std::to_string(limiter.limit()) + ")"),
-             limiter.RetryAfterSeconds());
-      return nullptr;
-    }
+  // Admission: the adaptive limit, then a bounded FIFO wait (gateway.admission_wait,
+  // gateway.max_waiting_requests) served by the admission thread as slots free up;
+  // beyond either, 429 with a Retry-After from the limiter's state.
+  using Proceed = front::TextFront::Hooks::Proceed;
+  struct Waiter {
+    std::shared_ptr<http::Responder> responder;
+    http::api::ApiFamily family;
+    Proceed proceed;
+    Clock::time_point until;
+  };
+  std::mutex wait_mu;
+  std::condition_variable wait_cv;
+  std::deque<Waiter> waiting;
+  std::atomic<size_t> waiting_count{0};
+  std::thread wait_thread;
+  bool wait_stopping = false;
+  std::atomic<uint64_t> waited{0}, wait_timeouts{0};
+
+  void Refuse(http::Responder& r, http::api::ApiFamily family, ApiError e, int retry_after) {
+    e = http::api::ForApi(e, family);
+    std::string body = family == http::api::ApiFamily::kOpenAi ? http::api::OpenAiErrorBody(e)
+                                                               : http::api::TeiErrorBody(e);
+    front::Send(r, e.status, std::move(body), {{"retry-after", std::to_string(retry_after)}});
+  }
+
+  std::shared_ptr<void> Ticket(Clock::time_point start) {
     return std::shared_ptr<void>(new int(0), [this, start](void* p) {
       delete static_cast<int*>(p);
       const auto end = Clock::now();
       limiter.Release(end - start, end);
+      if (waiting_count.load(std::memory_order_relaxed) > 0) wait_cv.notify_one();
     });
+  }
+
+  void Admit(const std::shared_ptr<http::Responder>& r, http::api::ApiFamily family,
+             Proceed proceed) {
+    if (!ready.load()) {
+      return Refuse(*r, family, http::api::TeiUnhealthyError("no worker is ready"), 1);
+    }
+    if (!options.adaptive_limit) return proceed(std::make_shared<int>(0));
+    const auto now = Clock::now();
+    {
+      std::lock_guard<std::mutex> lock(wait_mu);
+      // Waiters go first: a new request does not overtake them.
+      if (waiting.empty() && limiter.TryAcquire(now, /*count=*/false)) {
+        // fall through to proceed below, outside the lock
+      } else if (options.admission_wait.count() > 0 &&
+                 waiting.size() < options.max_waiting_requests && !wait_stopping) {
+        waiting.push_back({r, family, std::move(proceed), now + options.admission_wait});
+        waiting_count = waiting.size();
+        ++waited;
+        wait_cv.notify_one();
+        return;
+      } else {
+        proceed = nullptr;
+      }
+    }
+    if (!proceed) {
+      limiter.CountRejection();
+      return Refuse(*r, family,
+                    http::api::TeiOverloadedError("gateway concurrency limit reached (limit " +
+                                                  std::to_string(limiter.limit()) + ")"),
+                    limiter.RetryAfterSeconds());
+    }
+    proceed(Ticket(now));
+  }
+
+  void WaitLoop() {
+    std::unique_lock<std::mutex> lock(wait_mu);
+    while (!wait_stopping) {
+      const auto now = Clock::now();
+      std::vector<Waiter> expired, admitted;
+      while (!waiting.empty() &&
+             (waiting.front().until <= now || waiting.front().responder->cancelled())) {
+        expired.push_back(std::move(waiting.front()));
+        waiting.pop_front();
+      }
+      while (!waiting.empty() && limiter.TryAcquire(now, /*count=*/false)) {
+        admitted.push_back(std::move(waiting.front()));
+        waiting.pop_front();
+      }
+      waiting_count = waiting.size();
+      if (!expired.empty() || !admitted.empty()) {
+        lock.unlock();
+        for (auto& w : expired) {
+          ++wait_timeouts;
+          limiter.CountRejection();
+          Refuse(*w.responder, w.family,
+                 http::api::TeiOverloadedError("waited " +
+                                               std::to_string(options.admission_wait.count()) +
+                                               " ms for the gateway's concurrency limit"),
+                 limiter.RetryAfterSeconds());
+        }
+        for (auto& w : admitted) {
+          try {
+            w.proceed(Ticket(now));
+          } catch (const std::exception& e) {
+            log::Error("admitted request failed", {{"error", e.what()}});
+          }
+        }
+        lock.lock();
+        continue;
+      }
+      const auto wake = waiting.empty() ? now + std::chrono::seconds(1) : waiting.front().until;
+      wait_cv.wait_until(lock, wake);
+    }
+    // Shutting down: nobody will admit them.
+    std::deque<Waiter> left = std::move(waiting);
+    waiting.clear();
+    lock.unlock();
+    for (auto& w : left) {
+      Refuse(*w.responder, w.family, http::api::TeiUnhealthyError("the gateway is shutting down"),
+             1);
+    }
   }
 
   void HandleHealth(http::Request&, http::Responder r) {
@@ -678,12 +791,16 @@ struct GatewayService::Impl {
         {"limit", limiter.limit()},
         {"in_flight", limiter.in_flight()},
         {"rejected", limiter.rejected()},
+        {"waiting", waiting_count.load()},
+        {"waited", waited.load()},
+        {"wait_timeouts", wait_timeouts.load()},
         {"min_rtt_ms", std::chrono::duration<double, std::milli>(limiter.min_rtt()).count()},
         {"sample_rtt_ms", std::chrono::duration<double, std::milli>(limiter.sample_rtt()).count()}};
     {
       std::lock_guard<std::mutex> lock(mu);
       o["retries"] = retries_total;
       o["retries_refused_by_budget"] = retries_refused;
+      o["retry_tokens"] = retry_tokens;
       o["chars_per_token"] = chars_per_token;
     }
     o["coalesced"] = coalescer.coalesced();
@@ -808,7 +925,10 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   fo.limits.max_inputs =
       static_cast<size_t>(std::max<int64_t>(im.options.max_client_batch_size * 4, 64));
   front::TextFront::Hooks hooks;
-  hooks.admit = [&im](http::Responder& r, http::api::ApiFamily f) { return im.Admit(r, f); };
+  hooks.admit = [&im](const std::shared_ptr<http::Responder>& r, http::api::ApiFamily f,
+                      front::TextFront::Hooks::Proceed proceed) {
+    im.Admit(r, f, std::move(proceed));
+  };
   hooks.model = [&im](const std::string& name) { return im.ModelFor(name); };
   im.front = std::make_unique<front::TextFront>(fo, im.cache.get(), im.backend.get(), hooks);
 
@@ -848,6 +968,7 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   };
   IM_ASSIGN_OR_RETURN(im.server, http::HttpServer::Start(so, router));
   im.health_thread = std::thread([&im] { im.HealthLoop(); });
+  im.wait_thread = std::thread([&im] { im.WaitLoop(); });
   log::Info("gateway listening",
             {{"address", im.options.host + ":" + std::to_string(im.server->port())},
              {"workers", std::to_string(im.workers.size())}});
@@ -865,6 +986,12 @@ void GatewayService::Shutdown() {
   }
   im.health_cv.notify_all();
   if (im.health_thread.joinable()) im.health_thread.join();
+  {
+    std::lock_guard<std::mutex> lock(im.wait_mu);
+    im.wait_stopping = true;
+  }
+  im.wait_cv.notify_all();
+  if (im.wait_thread.joinable()) im.wait_thread.join();
   if (im.server) im.server->Shutdown(std::chrono::seconds(10));
   im.bindings.clear();
   if (im.client) im.client->Shutdown();
@@ -939,6 +1066,10 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   o.limiter.min_limit = static_cast<double>(min_limit);
   IM_ASSIGN_OR_RETURN(int64_t max_limit, ranged("gateway.max_concurrency", 1, 1 << 20));
   o.limiter.max_limit = static_cast<double>(std::max(max_limit, min_limit));
+  IM_ASSIGN_OR_RETURN(int64_t wait, c.GetMillis("gateway.admission_wait"));
+  o.admission_wait = std::chrono::milliseconds(wait);
+  IM_ASSIGN_OR_RETURN(int64_t waiting, ranged("gateway.max_waiting_requests", 0, 1 << 20));
+  o.max_waiting_requests = static_cast<size_t>(waiting);
   IM_ASSIGN_OR_RETURN(o.server_limits, http::ServerLimitsFromConfig(c));
   return o;
 }

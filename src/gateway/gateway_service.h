@@ -47,8 +47,12 @@ struct GatewayOptions {
   int64_t cache_bytes = 256 << 20;
   double balance_factor = 1.25;
   int max_attempts = 3;       // per sub-batch: the first try and retries on other workers
-  double retry_budget = 0.2;  // retries in flight <= this x sub-batches in flight (min 3)
+  double retry_budget = 0.2;  // retries <= this share of sub-batches over time (+ a burst of 10)
   bool adaptive_limit = true;
+  // Beyond the limit a request waits up to this long, FIFO, for a slot (0 = 429 at once),
+  // and at most max_waiting_requests wait.
+  std::chrono::milliseconds admission_wait{1000};
+  size_t max_waiting_requests = 1024;
   size_t max_connections_per_worker = 64;
   BreakerOptions breaker;
   OutlierOptions outlier;

@@ -29,11 +29,11 @@ double AdaptiveLimiter::Median(std::vector<double>& v) {
   return *mid;
 }
 
-bool AdaptiveLimiter::TryAcquire(Clock::time_point now) {
+bool AdaptiveLimiter::TryAcquire(Clock::time_point now, bool count) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!probing_ && now >= next_probe_) StartProbe(now);
   if (in_flight_ >= static_cast<int>(limit_)) {
-    ++rejected_;
+    if (count) ++rejected_;
     return false;
   }
   ++in_flight_;
@@ -66,6 +66,11 @@ void AdaptiveLimiter::Release(std::chrono::nanoseconds rtt, Clock::time_point no
       std::clamp(min_rtt_ns_ * (1 + options_.buffer) / sample_rtt_ns_, 0.5, 2.0);
   limit_ =
       std::clamp(limit_ * gradient + std::sqrt(limit_), options_.min_limit, options_.max_limit);
+}
+
+void AdaptiveLimiter::CountRejection() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++rejected_;
 }
 
 int AdaptiveLimiter::limit() const {

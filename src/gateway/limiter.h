@@ -44,8 +44,10 @@ class AdaptiveLimiter {
   using Clock = std::chrono::steady_clock;
   explicit AdaptiveLimiter(LimiterOptions options = {});
 
-  // Admits one call, or refuses it (counted in rejected()).
-  bool TryAcquire(Clock::time_point now);
+  // Admits one call, or refuses it (counted in rejected() unless `count` is false: a
+  // caller that lets the request wait counts it with CountRejection() if it gives up).
+  bool TryAcquire(Clock::time_point now, bool count = true);
+  void CountRejection();
   // Ends an admitted call. `sample`: whether its RTT says something about the upstream
   // (false for calls refused for the client's own fault, such as a bad input).
   void Release(std::chrono::nanoseconds rtt, Clock::time_point now, bool sample = true);

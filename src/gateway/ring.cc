@@ -58,7 +58,7 @@ std::vector<size_t> HashRing::Successors(uint64_t key_hash, size_t max) const {
 std::optional<size_t> PickBounded(const HashRing& ring, uint64_t key_hash,
                                   const std::vector<double>& loads,
                                   const std::function<bool(size_t)>& eligible, double c,
-                                  double cost) {
+                                  double cost, double incoming) {
   if (ring.empty()) return std::nullopt;
   const std::vector<size_t> order = ring.Successors(key_hash, ring.size());
   double total = 0;
@@ -69,7 +69,8 @@ std::optional<size_t> PickBounded(const HashRing& ring, uint64_t key_hash,
     ++n;
   }
   if (n == 0) return std::nullopt;
-  const double bound = std::max(c, 1.0) * (total + cost) / static_cast<double>(n);
+  const double bound =
+      std::max(c, 1.0) * (total + std::max(cost, incoming)) / static_cast<double>(n);
   std::optional<size_t> least;
   for (size_t m : order) {
     if (!eligible(m)) continue;

@@ -64,9 +64,14 @@ uint64_t RingHash(std::string_view material);
 // The bounded-load choice described above. `loads[i]` is member i's current load,
 // `eligible(i)` whether it may take traffic (healthy, breaker closed). Returns nullopt
 // when no member is eligible. `cost` is the key's own load (its tokens).
+//
+// `incoming` (>= cost) is the cost of every key being routed in the same pass and not yet
+// placed, this one included: a batch of keys is placed against the average it will
+// produce, not the running one (which would be tiny for its first keys and push them off
+// their owners).
 std::optional<size_t> PickBounded(const HashRing& ring, uint64_t key_hash,
                                   const std::vector<double>& loads,
                                   const std::function<bool(size_t)>& eligible, double c,
-                                  double cost);
+                                  double cost, double incoming = 0);
 
 }  // namespace infermesh::gateway

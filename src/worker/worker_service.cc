@@ -255,8 +255,10 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   fo.request_timeout = options.request_timeout;
   fo.limits = impl->limits;
   front::TextFront::Hooks hooks;
-  hooks.admit = [i = impl.get()](Responder& r, http::api::ApiFamily family) {
-    return std::shared_ptr<void>(i->Admit(r, family == http::api::ApiFamily::kOpenAi));
+  hooks.admit = [i = impl.get()](const std::shared_ptr<Responder>& r, http::api::ApiFamily family,
+                                 front::TextFront::Hooks::Proceed proceed) {
+    auto ticket = i->Admit(*r, family == http::api::ApiFamily::kOpenAi);
+    if (ticket) proceed(std::move(ticket));
   };
   hooks.model = [i = impl.get()](const std::string& name) { return i->TextModelInfoFor(name); };
   impl->text_front =

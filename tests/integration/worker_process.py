@@ -1,4 +1,5 @@
-"""One `infermesh worker` process for the integration tests, and a polling helper.
+"""One `infermesh worker` (or `gateway`) process for the integration tests, and a polling
+helper.
 
     w = WorkerProcess(BIN, repo, ["worker.max_batch_tokens=600"], log_path)
     r = w.post("/embed", {"inputs": ["hello"]})
@@ -20,17 +21,21 @@ TIMEOUT = 60  # seconds for any single HTTP call: only catches hangs
 
 class WorkerProcess:
 
-    def __init__(self, binary, repo, settings, log_path, start_timeout=120):
+    ROLE = "worker"
+
+    def __init__(self, binary, repo, settings, log_path, start_timeout=120, port=0,
+                 role_args=None):
         self.log_path = log_path
         args = [binary]
         for s in settings:
             args += ["--set", s]
-        args += ["worker", "--models", repo, "--port", "0"]
+        args += role_args if role_args is not None else ["worker", "--models", repo]
+        args += ["--port", str(port)]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log,
                                      stdin=subprocess.DEVNULL)
         line = self._read_line(start_timeout)
-        prefix = "infermesh worker listening on "
+        prefix = f"infermesh {self.ROLE} listening on "
         if not line.startswith(prefix):
             self.kill()
             raise AssertionError(f"unexpected first stdout line {line!r}; log:\n{self.logs()}")

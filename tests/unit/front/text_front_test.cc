@@ -55,9 +55,10 @@ struct Harness {
     TextFrontOptions o;
     o.max_client_batch_size = 8;
     TextFront::Hooks hooks;
-    hooks.admit = [this](http::Responder&, http::api::ApiFamily) {
+    hooks.admit = [this](const std::shared_ptr<http::Responder>&, http::api::ApiFamily,
+                         TextFront::Hooks::Proceed proceed) {
       ++admitted;
-      return std::make_shared<int>(0);
+      proceed(std::make_shared<int>(0));
     };
     hooks.model = [](const std::string& name) -> std::optional<TextModelInfo> {
       if (!name.empty() && name != "m") return std::nullopt;

