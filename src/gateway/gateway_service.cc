@@ -749,6 +749,7 @@ struct GatewayService::Impl {
     }
     boost::json::object o{{"status", ready.load() ? "healthy" : "unhealthy"},
                           {"role", "gateway"},
+                          {"version", kVersion},
                           {"workers", total},
                           {"workers_ready", up}};
     front::Send(r, ready.load() ? 200 : 503, boost::json::serialize(o));

@@ -153,10 +153,11 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         return;
       } else {
         ++counters.queue_full;
-        FinishLater(
-            std::move(op),
+        // The message first: the argument that moves `op` may be evaluated before it.
+        Status full =
             ResourceExhausted("more than " + std::to_string(options.max_pending_per_host) +
-                              " requests wait for a connection to " + op->endpoint.ToString()));
+                              " requests wait for a connection to " + op->endpoint.ToString());
+        FinishLater(std::move(op), std::move(full));
         return;
       }
     }
