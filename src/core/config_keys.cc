@@ -64,6 +64,9 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"gateway.breaker_successes", "2", "probe successes that close a breaker"},
       {"gateway.health_interval", "1s", "time between health checks of each worker"},
       {"gateway.health_timeout", "1s", "a health check slower than this fails"},
+      {"gateway.api_keys", "", "bearer keys for inference routes, comma-separated (empty: open)"},
+      {"gateway.admin_key", "", "bearer key for /admin routes (and every other route)"},
+      {"gateway.protect_metrics", "false", "require a key for /metrics too"},
       // The HTTP server (src/http/server.h, ServerLimits).
       {"server.max_connections", "1024",
        "client connections; beyond, the longest-waiting idle or header-stalled one is shed"},

@@ -19,6 +19,7 @@
 #include "gateway/ring.h"
 #include "http/api/f32_binary.h"
 #include "http/api/tei.h"
+#include "http/auth.h"
 #include "http/router.h"
 
 namespace infermesh::gateway {
@@ -40,6 +41,7 @@ struct WorkerState {
   std::vector<front::TextModelInfo> models;  // text models it serves
   int64_t max_batch = 32;                    // its max_client_batch_size
   double outstanding = 0;                    // estimated tokens in flight
+  bool drained = false;                      // by /admin: no new traffic
   uint64_t sent = 0, ok = 0, failed = 0, backpressure = 0;
 };
 
@@ -155,7 +157,8 @@ struct GatewayService::Impl {
   }
 
   bool Eligible(const WorkerState& w, const std::string& model, Clock::time_point now) {
-    return w.ready && Serves(w, model) && w.breaker->Available(now) && !outlier.Ejected(w.id, now);
+    return w.ready && !w.drained && Serves(w, model) && w.breaker->Available(now) &&
+           !outlier.Ejected(w.id, now);
   }
 
   std::optional<front::TextModelInfo> ModelFor(const std::string& name) const {
@@ -296,7 +299,8 @@ struct GatewayService::Impl {
       int64_t max_batch = options.max_sub_batch;
       if (max_batch <= 0) {
         std::lock_guard<std::mutex> lock(mu);
-        max_batch = std::max<int64_t>(1, workers.at(id).max_batch);
+        auto it = workers.find(id);
+        max_batch = std::max<int64_t>(1, it == workers.end() ? 1 : it->second.max_batch);
       }
       for (size_t begin = 0; begin < ks.size(); begin += static_cast<size_t>(max_batch)) {
         auto sub = std::make_shared<Sub>();
@@ -336,26 +340,33 @@ struct GatewayService::Impl {
     }
     http::Endpoint ep;
     bool allowed = false;
+    bool gone = false;
     {
       std::lock_guard<std::mutex> lock(mu);
-      WorkerState& w = workers.at(id);
-      ep = w.endpoint;
-      allowed = w.breaker->Allow(now);
-      if (allowed) {
-        ++w.sent;
-        ++subs_in_flight;
-        if (sub->is_retry) {
-          ++retries_in_flight;
-        } else if (sub->tried.empty()) {
-          retry_tokens = std::min(kRetryCap, retry_tokens + options.retry_budget);
+      auto it = workers.find(id);
+      gone = it == workers.end();  // removed (by /admin) since it was chosen
+      if (!gone) {
+        WorkerState& w = it->second;
+        ep = w.endpoint;
+        allowed = w.breaker->Allow(now);
+        if (allowed) {
+          ++w.sent;
+          ++subs_in_flight;
+          if (sub->is_retry) {
+            ++retries_in_flight;
+          } else if (sub->tried.empty()) {
+            retry_tokens = std::min(kRetryCap, retry_tokens + options.retry_budget);
+          }
         }
       }
     }
     if (!allowed) {
       Unload(id, *sub);
-      return RetryOrFail(sub, id,
-                         ApiError{503, "Unhealthy", "worker " + id + " circuit is open", ""},
-                         /*was_sent=*/false);
+      return RetryOrFail(
+          sub, id,
+          ApiError{503, "Unhealthy", "worker " + id + (gone ? " was removed" : " circuit is open"),
+                   ""},
+          /*was_sent=*/false);
     }
     boost::json::object body;
     boost::json::array inputs;
@@ -492,7 +503,8 @@ struct GatewayService::Impl {
       rest->ring_hash = RingHash(rest->materials.front());
       {
         std::lock_guard<std::mutex> lock(mu);
-        workers.at(id).outstanding += rest->est_tokens;
+        auto it = workers.find(id);
+        if (it != workers.end()) it->second.outstanding += rest->est_tokens;
       }
       return Dispatch(rest, id);
     }
@@ -738,6 +750,92 @@ struct GatewayService::Impl {
     }
   }
 
+  // ---- membership changes (/admin) and auth ------------------------------------------
+  http::BearerAuth inference_auth, admin_auth;
+
+  // Under nothing: rebuilds the ring from the workers and tells the health checker.
+  void MembersChanged() {
+    std::vector<http::Endpoint> eps;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      std::vector<std::string> ids;
+      for (const auto& [id, w] : workers) {
+        ids.push_back(id);
+        eps.push_back(w.endpoint);
+      }
+      ring.SetMembers(ids);
+    }
+    membership->SetWorkers(eps);
+  }
+
+  Status AddWorker(const http::Endpoint& ep) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const std::string id = ep.ToString();
+      if (workers.count(id)) return Status(StatusCode::kAlreadyExists, id + " is a member");
+      WorkerState w;
+      w.id = id;
+      w.endpoint = ep;
+      w.breaker = std::make_unique<CircuitBreaker>(options.breaker);
+      workers.emplace(id, std::move(w));
+    }
+    MembersChanged();
+    log::Info("worker added", {{"worker", ep.ToString()}});
+    return OkStatus();
+  }
+
+  Status RemoveWorker(const std::string& id) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!workers.erase(id)) return NotFound("no worker " + id);
+    }
+    outlier.Remove(id);
+    MembersChanged();
+    log::Info("worker removed", {{"worker", id}});
+    return OkStatus();
+  }
+
+  Status Drain(const std::string& id, bool drained) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = workers.find(id);
+    if (it == workers.end()) return NotFound("no worker " + id);
+    it->second.drained = drained;
+    log::Info(drained ? "worker drained" : "worker resumed", {{"worker", id}});
+    return OkStatus();
+  }
+
+  // Inference routes need an inference or the admin key when keys are configured; admin
+  // routes the admin key (open only when no key at all is configured). 401 without a
+  // key, 403 with a wrong one.
+  bool Authorized(http::Request& q, http::Responder& r, http::api::ApiFamily family, bool admin) {
+    const bool any = inference_auth.enabled() || admin_auth.enabled();
+    if (!any) return true;
+    http::AuthResult res = http::AuthResult::kDenied;
+    if (admin_auth.enabled()) res = admin_auth.Check(q);
+    if (!admin && res != http::AuthResult::kOk && inference_auth.enabled()) {
+      res = inference_auth.Check(q);
+    }
+    if (res == http::AuthResult::kOk) return true;
+    ApiError e;
+    if (res == http::AuthResult::kMissing) {
+      e = ApiError{401, "Unauthorized", "an API key is required: Authorization: Bearer <key>", ""};
+    } else {
+      e = ApiError{403, "Forbidden",
+                   admin ? "this route needs the admin key" : "the API key is not valid", ""};
+    }
+    const std::string body = family == http::api::ApiFamily::kOpenAi ? http::api::OpenAiErrorBody(e)
+                                                                     : http::api::TeiErrorBody(e);
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (e.status == 401) headers.emplace_back("www-authenticate", "Bearer");
+    front::Send(r, e.status, body, std::move(headers));
+    return false;
+  }
+
+  void SendStatus(http::Responder& r, const Status& st, int ok_status, boost::json::object ok) {
+    if (st.ok()) return front::Send(r, ok_status, boost::json::serialize(ok));
+    front::SendTeiError(r, http::api::ApiErrorFromStatus(st));
+  }
+
   void HandleHealth(http::Request&, http::Responder r) {
     size_t total = 0, up = 0;
     {
@@ -755,29 +853,34 @@ struct GatewayService::Impl {
     front::Send(r, ready.load() ? 200 : 503, boost::json::serialize(o));
   }
 
+  // One entry per worker, for /stats and /admin/workers.
+  boost::json::array WorkersJson(Clock::time_point now, size_t* total, size_t* up) {
+    boost::json::array breakers;
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [id, w] : workers) {
+      ++*total;
+      *up += w.ready && w.info_ok;
+      const auto s = w.breaker->snapshot(now);
+      breakers.push_back(boost::json::object{{"node", id},
+                                             {"state", std::string(BreakerStateName(s.state))},
+                                             {"failures", s.failures},
+                                             {"successes", s.successes},
+                                             {"consecutive_failures", s.consecutive_failures},
+                                             {"ready", w.ready && w.info_ok},
+                                             {"drained", w.drained},
+                                             {"ejected", outlier.Ejected(id, now)},
+                                             {"outstanding_tokens", w.outstanding},
+                                             {"max_batch", w.max_batch},
+                                             {"sub_batches_sent", w.sent},
+                                             {"backpressure", w.backpressure}});
+    }
+    return breakers;
+  }
+
   void HandleStats(http::Request&, http::Responder r) {
     const auto now = Clock::now();
-    boost::json::array breakers;
     size_t total = 0, up = 0;
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      for (const auto& [id, w] : workers) {
-        ++total;
-        up += w.ready && w.info_ok;
-        const auto s = w.breaker->snapshot(now);
-        breakers.push_back(boost::json::object{{"node", id},
-                                               {"state", std::string(BreakerStateName(s.state))},
-                                               {"failures", s.failures},
-                                               {"successes", s.successes},
-                                               {"consecutive_failures", s.consecutive_failures},
-                                               {"ready", w.ready && w.info_ok},
-                                               {"ejected", outlier.Ejected(id, now)},
-                                               {"outstanding_tokens", w.outstanding},
-                                               {"max_batch", w.max_batch},
-                                               {"sub_batches_sent", w.sent},
-                                               {"backpressure", w.backpressure}});
-      }
-    }
+    boost::json::array breakers = WorkersJson(now, &total, &up);
     boost::json::object o;
     o["total_workers"] = total;
     o["ready_workers"] = up;
@@ -936,12 +1039,56 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   im.RefreshWorkers();  // the first round before serving
   im.BindMetrics();
 
+  im.inference_auth = http::BearerAuth(im.options.api_keys);
+  im.admin_auth = http::BearerAuth(im.options.admin_key.empty()
+                                       ? std::vector<std::string>{}
+                                       : std::vector<std::string>{im.options.admin_key});
+  using Family = http::api::ApiFamily;
   auto router = std::make_shared<http::Router>();
   router->Add("POST", "/embed", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, false)) return;
     im.front->HandleEmbed(q, std::move(r));
   });
   router->Add("POST", "/v1/embeddings", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kOpenAi, false)) return;
     im.front->HandleOpenAi(q, std::move(r));
+  });
+  router->Add("GET", "/admin/workers", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    size_t total = 0, up = 0;
+    boost::json::object o{{"workers", im.WorkersJson(Clock::now(), &total, &up)}};
+    front::Send(r, 200, boost::json::serialize(o));
+  });
+  router->Add("POST", "/admin/workers", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    boost::system::error_code ec;
+    auto v = boost::json::parse(q.body, ec);
+    const boost::json::value* a =
+        !ec && v.is_object() ? v.as_object().if_contains("address") : nullptr;
+    if (a == nullptr || !a->is_string()) {
+      return front::SendTeiError(
+          r, http::api::TeiEmptyError("expected {\"address\": \"host:port\"}", "address"));
+    }
+    auto ep = http::ParseEndpoint(std::string(a->as_string()));
+    if (!ep.ok()) {
+      return front::SendTeiError(r, ApiError{400, "Validation", ep.status().message(), "address"});
+    }
+    im.SendStatus(r, im.AddWorker(*ep), 201, {{"added", ep->ToString()}});
+  });
+  router->Add("DELETE", "/admin/workers/{id}", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    const std::string id = q.path_params["id"];
+    im.SendStatus(r, im.RemoveWorker(id), 200, {{"removed", id}});
+  });
+  router->Add("POST", "/admin/workers/{id}/drain", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    const std::string id = q.path_params["id"];
+    im.SendStatus(r, im.Drain(id, true), 200, {{"drained", id}});
+  });
+  router->Add("POST", "/admin/workers/{id}/resume", [&im](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    const std::string id = q.path_params["id"];
+    im.SendStatus(r, im.Drain(id, false), 200, {{"resumed", id}});
   });
   router->Add("GET", "/health",
               [&im](http::Request& q, http::Responder r) { im.HandleHealth(q, std::move(r)); });
@@ -949,7 +1096,8 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
               [&im](http::Request& q, http::Responder r) { im.HandleStats(q, std::move(r)); });
   router->Add("GET", "/info",
               [&im](http::Request& q, http::Responder r) { im.HandleInfo(q, std::move(r)); });
-  router->Add("GET", "/metrics", [](http::Request&, http::Responder r) {
+  router->Add("GET", "/metrics", [&im](http::Request& q, http::Responder r) {
+    if (im.options.protect_metrics && !im.Authorized(q, r, Family::kTei, false)) return;
     front::Send(r, 200, metrics::Registry::Global().RenderText(), {},
                 std::string(metrics::kPrometheusContentType));
   });
@@ -1071,6 +1219,10 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   o.admission_wait = std::chrono::milliseconds(wait);
   IM_ASSIGN_OR_RETURN(int64_t waiting, ranged("gateway.max_waiting_requests", 0, 1 << 20));
   o.max_waiting_requests = static_cast<size_t>(waiting);
+  IM_ASSIGN_OR_RETURN(std::string keys, c.GetString("gateway.api_keys"));
+  o.api_keys = http::SplitKeyList(keys);
+  IM_ASSIGN_OR_RETURN(o.admin_key, c.GetString("gateway.admin_key"));
+  IM_ASSIGN_OR_RETURN(o.protect_metrics, c.GetBool("gateway.protect_metrics"));
   IM_ASSIGN_OR_RETURN(o.server_limits, http::ServerLimitsFromConfig(c));
   return o;
 }

@@ -58,6 +58,11 @@ struct GatewayOptions {
   OutlierOptions outlier;
   MembershipOptions health;
   LimiterOptions limiter;
+  // Bearer keys for the inference routes (empty: open), the admin key for /admin (and
+  // every other route); /health stays open, /metrics too unless protect_metrics.
+  std::vector<std::string> api_keys;
+  std::string admin_key;
+  bool protect_metrics = false;
   http::ServerLimits server_limits;
 };
 

@@ -336,6 +336,84 @@ class MisbehavingWorker(unittest.TestCase):
         real.stop()
 
 
+class AuthAndAdmin(unittest.TestCase):
+    """Bearer keys (401 without, 403 wrong), an admin key for /admin, and the /admin
+    routes: list, drain and resume, remove and add back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workers = [Worker(), Worker()]
+        cls.gw = Gateway(cls.workers, ["gateway.api_keys=key-one, key-two",
+                                       "gateway.admin_key=admin-key"], name="auth")
+        cls.ids = [f"127.0.0.1:{w.port}" for w in cls.workers]
+
+    def call(self, method, path, key=None, body=None):
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        return requests.request(method, self.gw.url + path, json=body, headers=headers,
+                                timeout=30)
+
+    def test_keys(self):
+        r = self.call("POST", "/embed", body={"inputs": ["a"]})
+        self.assertEqual(r.status_code, 401, r.text)
+        self.assertEqual(r.headers.get("www-authenticate"), "Bearer")
+        self.assertEqual(self.call("POST", "/embed", "key-three", {"inputs": ["a"]}).status_code,
+                         403)
+        self.assertEqual(self.call("POST", "/embed", "key-two", {"inputs": ["a"]}).status_code,
+                         200)
+        self.assertEqual(self.call("POST", "/embed", "admin-key", {"inputs": ["a"]}).status_code,
+                         200)
+        r = self.call("POST", "/v1/embeddings", body={"input": "a", "model": "m"})
+        self.assertEqual(r.status_code, 401, r.text)
+        self.assertIn("message", r.json()["error"])  # OpenAI's error shape
+        self.assertEqual(self.call("GET", "/health").status_code, 200)
+        self.assertEqual(self.call("GET", "/metrics").status_code, 200)
+        self.assertEqual(self.call("GET", "/admin/workers").status_code, 401)
+        self.assertEqual(self.call("GET", "/admin/workers", "key-one").status_code, 403)
+        r = self.call("GET", "/admin/workers", "admin-key")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(sorted(w["node"] for w in r.json()["workers"]), sorted(self.ids))
+
+    def sent(self):
+        r = self.call("GET", "/admin/workers", "admin-key")
+        return {w["node"]: w["sub_batches_sent"] for w in r.json()["workers"]}
+
+    def embed_some(self, tag):
+        r = self.call("POST", "/embed", "key-one", {"inputs": texts(64, tag)})
+        self.assertEqual(r.status_code, 200, r.text)
+
+    def test_drain_remove_add(self):
+        a, b = self.ids
+        self.assertEqual(self.call("POST", f"/admin/workers/{a}/drain", "admin-key").status_code,
+                         200)
+        before = self.sent()
+        self.embed_some("drained")
+        after = self.sent()
+        self.assertEqual(after[a], before[a], "a drained worker got traffic")
+        self.assertGreater(after[b], before[b])
+        self.assertEqual(self.call("POST", f"/admin/workers/{a}/resume", "admin-key").status_code,
+                         200)
+        self.embed_some("resumed")
+        self.assertGreater(self.sent()[a], after[a])
+
+        self.assertEqual(self.call("DELETE", f"/admin/workers/{b}", "admin-key").status_code, 200)
+        self.assertEqual(self.call("DELETE", f"/admin/workers/{b}", "admin-key").status_code, 404)
+        self.assertEqual(list(self.sent()), [a])
+        self.embed_some("alone")
+        r = self.call("POST", "/admin/workers", "admin-key", {"address": b})
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertEqual(self.call("POST", "/admin/workers", "admin-key",
+                                   {"address": b}).status_code, 409)
+        self.assertEqual(self.call("POST", "/admin/workers", "admin-key",
+                                   {"address": "nope"}).status_code, 400)
+        self.assertEqual(self.call("POST", f"/admin/workers/{a}:1/drain",
+                                   "admin-key").status_code, 404)
+        self.assertTrue(wait_for(lambda: self.gw.get("/health").json()["workers_ready"] == 2,
+                                 timeout=10))
+        before = self.sent()
+        self.embed_some("back")
+        self.assertGreater(self.sent()[b], before[b])
+
+
 class NoWorkers(unittest.TestCase):
     def test_unreachable_workers_mean_503_not_a_hang(self):
         gw = Gateway([f"127.0.0.1:{free_port()}"], name="alone")
