@@ -16,6 +16,7 @@ struct WorkerCliOptions {
   std::string models;
   std::string host;
   int port = -1;
+  std::string gateway;
 };
 
 int RunWorker(const WorkerCliOptions& cli) {
@@ -39,6 +40,7 @@ int RunWorker(const WorkerCliOptions& cli) {
   if (!cli.models.empty()) (void)config->Set("worker.models", cli.models, "flag");
   if (!cli.host.empty()) (void)config->Set("worker.host", cli.host, "flag");
   if (cli.port >= 0) (void)config->Set("worker.port", std::to_string(cli.port), "flag");
+  if (!cli.gateway.empty()) (void)config->Set("worker.gateway", cli.gateway, "flag");
   auto options = worker::WorkerOptionsFromConfig(*config);
   if (!options.ok()) {
     std::cerr << "error: " << options.status().message() << "\n";
@@ -67,6 +69,8 @@ void AddWorkerCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--models", opts->models, "Model repository (worker.models)");
   cmd->add_option("--host", opts->host, "Listen address (worker.host)");
   cmd->add_option("--port", opts->port, "Listen port, 0 = ephemeral (worker.port)");
+  cmd->add_option("--gateway", opts->gateway,
+                  "Register with this gateway, host:port or URL (worker.gateway)");
   cmd->callback([opts, &exit_code] { exit_code = RunWorker(*opts); });
 }
 

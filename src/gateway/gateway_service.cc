@@ -1,5 +1,9 @@
 #include "gateway/gateway_service.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <boost/json.hpp>
 #include <charconv>
@@ -10,6 +14,7 @@
 #include <map>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <thread>
 
 #include "core/log.h"
@@ -42,6 +47,8 @@ struct WorkerState {
   int64_t max_batch = 32;                    // its max_client_batch_size
   double outstanding = 0;                    // estimated tokens in flight
   bool drained = false;                      // by /admin: no new traffic
+  enum class Source { kStatic, kDns, kRegistered } source = Source::kStatic;
+  Clock::time_point last_heartbeat{};  // kRegistered
   uint64_t sent = 0, ok = 0, failed = 0, backpressure = 0;
 };
 
@@ -619,6 +626,85 @@ struct GatewayService::Impl {
     it->second.info_ok = true;
   }
 
+  // Resolves every dns: name; adds new addresses, removes vanished ones (DNS-sourced only).
+  Clock::time_point next_dns{};
+  void RefreshDns() {
+    if (options.dns.empty() || Clock::now() < next_dns) return;
+    next_dns = Clock::now() + options.dns_interval;
+    std::set<std::string> want;
+    std::vector<http::Endpoint> found;
+    for (const auto& d : options.dns) {
+      addrinfo hints{};
+      hints.ai_family = AF_UNSPEC;
+      hints.ai_socktype = SOCK_STREAM;
+      addrinfo* res = nullptr;
+      const int rc = getaddrinfo(d.name.c_str(), nullptr, &hints, &res);
+      if (rc != 0) {
+        log::Warn("DNS lookup failed", {{"name", d.name}, {"error", gai_strerror(rc)}});
+        continue;  // keep what we have rather than drop every worker on a DNS hiccup
+      }
+      for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+        char host[INET6_ADDRSTRLEN] = {0};
+        const void* addr =
+            a->ai_family == AF_INET
+                ? static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(a->ai_addr)->sin_addr)
+                : static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(a->ai_addr)->sin6_addr);
+        if (!inet_ntop(a->ai_family, addr, host, sizeof host)) continue;
+        http::Endpoint ep{host, d.port};
+        if (want.insert(ep.ToString()).second) found.push_back(ep);
+      }
+      freeaddrinfo(res);
+    }
+    bool changed = false;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto it = workers.begin(); it != workers.end();) {
+        if (it->second.source == WorkerState::Source::kDns && !want.count(it->first)) {
+          log::Info("worker left DNS", {{"worker", it->first}});
+          it = workers.erase(it);
+          changed = true;
+        } else {
+          ++it;
+        }
+      }
+      for (const auto& ep : found) {
+        if (workers.count(ep.ToString())) continue;
+        WorkerState w;
+        w.id = ep.ToString();
+        w.endpoint = ep;
+        w.breaker = std::make_unique<CircuitBreaker>(options.breaker);
+        w.source = WorkerState::Source::kDns;
+        log::Info("worker found in DNS", {{"worker", w.id}});
+        workers.emplace(w.id, std::move(w));
+        changed = true;
+      }
+    }
+    if (changed) MembersChanged();
+  }
+
+  // Registered workers that missed their heartbeats for registration_ttl leave.
+  void ExpireRegistrations() {
+    const auto now = Clock::now();
+    std::vector<std::string> gone;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (auto it = workers.begin(); it != workers.end();) {
+        if (it->second.source == WorkerState::Source::kRegistered &&
+            now - it->second.last_heartbeat > options.registration_ttl) {
+          gone.push_back(it->first);
+          it = workers.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (const auto& id : gone) {
+      outlier.Remove(id);
+      log::Warn("registered worker missed its heartbeats", {{"worker", id}});
+    }
+    if (!gone.empty()) MembersChanged();
+  }
+
   void HealthLoop() {
     for (;;) {
       {
@@ -626,6 +712,8 @@ struct GatewayService::Impl {
         if (health_cv.wait_for(lock, options.health.interval, [this] { return stopping; })) return;
       }
       try {
+        RefreshDns();
+        ExpireRegistrations();
         RefreshWorkers();
       } catch (const std::exception& e) {
         log::Error("gateway health round failed", {{"error", e.what()}});
@@ -768,15 +856,25 @@ struct GatewayService::Impl {
     membership->SetWorkers(eps);
   }
 
-  Status AddWorker(const http::Endpoint& ep) {
+  Status AddWorker(const http::Endpoint& ep,
+                   WorkerState::Source source = WorkerState::Source::kStatic) {
     {
       std::lock_guard<std::mutex> lock(mu);
       const std::string id = ep.ToString();
-      if (workers.count(id)) return Status(StatusCode::kAlreadyExists, id + " is a member");
+      auto it = workers.find(id);
+      if (it != workers.end()) {
+        if (source == WorkerState::Source::kRegistered) {
+          it->second.last_heartbeat = Clock::now();  // a heartbeat
+          return OkStatus();
+        }
+        return Status(StatusCode::kAlreadyExists, id + " is a member");
+      }
       WorkerState w;
       w.id = id;
       w.endpoint = ep;
       w.breaker = std::make_unique<CircuitBreaker>(options.breaker);
+      w.source = source;
+      w.last_heartbeat = Clock::now();
       workers.emplace(id, std::move(w));
     }
     MembersChanged();
@@ -982,9 +1080,8 @@ GatewayService::~GatewayService() { Shutdown(); }
 uint16_t GatewayService::port() const { return impl_->server ? impl_->server->port() : 0; }
 
 Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions options) {
-  if (options.workers.empty()) {
-    return InvalidArgument("no workers: pass --workers host:port,... (or gateway.workers)");
-  }
+  // No workers at all is allowed: they may register themselves (worker --gateway URL);
+  // until one is ready the gateway answers 503.
   auto svc = std::unique_ptr<GatewayService>(new GatewayService());
   svc->impl_ = std::make_unique<Impl>(std::move(options));
   Impl& im = *svc->impl_;
@@ -1036,6 +1133,7 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   hooks.model = [&im](const std::string& name) { return im.ModelFor(name); };
   im.front = std::make_unique<front::TextFront>(fo, im.cache.get(), im.backend.get(), hooks);
 
+  im.RefreshDns();
   im.RefreshWorkers();  // the first round before serving
   im.BindMetrics();
 
@@ -1074,6 +1172,36 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
       return front::SendTeiError(r, ApiError{400, "Validation", ep.status().message(), "address"});
     }
     im.SendStatus(r, im.AddWorker(*ep), 201, {{"added", ep->ToString()}});
+  });
+  // Registration: a worker started with --gateway URL posts its address every
+  // heartbeat interval, and deregisters when it stops.
+  auto address_of = [](const http::Request& q) -> Result<http::Endpoint> {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(q.body, ec);
+    const boost::json::value* a =
+        !ec && v.is_object() ? v.as_object().if_contains("address") : nullptr;
+    if (a == nullptr || !a->is_string()) {
+      return InvalidArgument("expected {\"address\": \"host:port\"}");
+    }
+    return http::ParseEndpoint(std::string(a->as_string()));
+  };
+  router->Add("POST", "/admin/register", [&im, address_of](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    auto ep = address_of(q);
+    if (!ep.ok()) {
+      return front::SendTeiError(r, ApiError{400, "Validation", ep.status().message(), "address"});
+    }
+    im.SendStatus(
+        r, im.AddWorker(*ep, WorkerState::Source::kRegistered), 200,
+        {{"registered", ep->ToString()}, {"ttl_ms", im.options.registration_ttl.count()}});
+  });
+  router->Add("POST", "/admin/deregister", [&im, address_of](http::Request& q, http::Responder r) {
+    if (!im.Authorized(q, r, Family::kTei, true)) return;
+    auto ep = address_of(q);
+    if (!ep.ok()) {
+      return front::SendTeiError(r, ApiError{400, "Validation", ep.status().message(), "address"});
+    }
+    im.SendStatus(r, im.RemoveWorker(ep->ToString()), 200, {{"deregistered", ep->ToString()}});
   });
   router->Add("DELETE", "/admin/workers/{id}", [&im](http::Request& q, http::Responder r) {
     if (!im.Authorized(q, r, Family::kTei, true)) return;
@@ -1160,7 +1288,12 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
     std::string item = workers.substr(pos, comma - pos);
     item.erase(0, item.find_first_not_of(" \t"));
     item.erase(item.find_last_not_of(" \t") + 1);
-    if (!item.empty()) {
+    if (item.starts_with("dns:")) {
+      // dns:NAME:PORT
+      auto ep = http::ParseEndpoint(item.substr(4));
+      if (!ep.ok()) return ep.status().WithContext("gateway.workers (dns:NAME:PORT)");
+      o.dns.push_back({ep->host, ep->port});
+    } else if (!item.empty()) {
       auto ep = http::ParseEndpoint(item);
       if (!ep.ok()) return ep.status().WithContext("gateway.workers");
       o.workers.push_back(*ep);
@@ -1219,6 +1352,12 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   o.admission_wait = std::chrono::milliseconds(wait);
   IM_ASSIGN_OR_RETURN(int64_t waiting, ranged("gateway.max_waiting_requests", 0, 1 << 20));
   o.max_waiting_requests = static_cast<size_t>(waiting);
+  IM_ASSIGN_OR_RETURN(int64_t dns_ms, c.GetMillis("gateway.dns_interval"));
+  if (dns_ms < 100) return InvalidArgument("gateway.dns_interval must be at least 100ms");
+  o.dns_interval = std::chrono::milliseconds(dns_ms);
+  IM_ASSIGN_OR_RETURN(int64_t ttl_ms, c.GetMillis("gateway.registration_ttl"));
+  if (ttl_ms < 100) return InvalidArgument("gateway.registration_ttl must be at least 100ms");
+  o.registration_ttl = std::chrono::milliseconds(ttl_ms);
   IM_ASSIGN_OR_RETURN(std::string keys, c.GetString("gateway.api_keys"));
   o.api_keys = http::SplitKeyList(keys);
   IM_ASSIGN_OR_RETURN(o.admin_key, c.GetString("gateway.admin_key"));

@@ -37,6 +37,17 @@ struct GatewayOptions {
   uint16_t port = 8000;
   int io_threads = 2;
   std::vector<http::Endpoint> workers;
+  // DNS membership (`dns:NAME:PORT` in gateway.workers): every address NAME resolves to,
+  // re-resolved every dns_interval (as Envoy's STRICT_DNS).
+  struct DnsName {
+    std::string name;
+    uint16_t port = 0;
+  };
+  std::vector<DnsName> dns;
+  std::chrono::milliseconds dns_interval{5000};
+  // Workers that register themselves (POST /admin/register, `worker --gateway URL`) and
+  // miss their heartbeats this long are dropped.
+  std::chrono::milliseconds registration_ttl{10000};
   size_t max_body_bytes = 8 << 20;
   int64_t max_client_batch_size = 512;
   // Inputs per sub-batch to one worker; 0 = each worker's own max_client_batch_size, read

@@ -50,7 +50,11 @@ namespace infermesh::http {
 struct Endpoint {
   std::string host;
   uint16_t port = 0;
-  std::string ToString() const { return host + ":" + std::to_string(port); }
+  // "host:port", or "[v6address]:port".
+  std::string ToString() const {
+    const bool v6 = host.find(':') != std::string::npos;
+    return (v6 ? "[" + host + "]" : host) + ":" + std::to_string(port);
+  }
   bool operator==(const Endpoint&) const = default;
 };
 

@@ -85,6 +85,20 @@ Result<WorkerOptions> WorkerOptionsFromConfig(const Config& c) {
   o.port = static_cast<uint16_t>(port);
   IM_ASSIGN_OR_RETURN(o.models_dir, c.GetString("worker.models"));
   IM_ASSIGN_OR_RETURN(o.node_id, c.GetString("worker.node_id"));
+  IM_ASSIGN_OR_RETURN(o.gateway, c.GetString("worker.gateway"));
+  if (!o.gateway.empty()) {
+    auto gw = http::ParseEndpoint(o.gateway);
+    if (!gw.ok()) return gw.status().WithContext("worker.gateway");
+  }
+  IM_ASSIGN_OR_RETURN(o.advertise, c.GetString("worker.advertise"));
+  if (!o.advertise.empty()) {
+    auto ad = http::ParseEndpoint(o.advertise);
+    if (!ad.ok()) return ad.status().WithContext("worker.advertise");
+  }
+  IM_ASSIGN_OR_RETURN(o.gateway_key, c.GetString("worker.gateway_key"));
+  IM_ASSIGN_OR_RETURN(int64_t heartbeat, c.GetMillis("worker.heartbeat_interval"));
+  if (heartbeat < 50) return InvalidArgument("worker.heartbeat_interval must be at least 50ms");
+  o.heartbeat_interval = std::chrono::milliseconds(heartbeat);
   auto positive = [&](const char* key, int64_t min, int64_t max) -> Result<int64_t> {
     IM_ASSIGN_OR_RETURN(int64_t v, c.GetInt(key));
     if (v < min || v > max) {
@@ -293,6 +307,23 @@ Result<std::unique_ptr<WorkerService>> WorkerService::Start(const WorkerOptions&
   }
   impl->ready.store(true);
   impl->metrics->ready.Get().Set(1);
+  if (!impl->options.gateway.empty()) {
+    auto gw = http::ParseEndpoint(impl->options.gateway);
+    if (!gw.ok()) return gw.status().WithContext("worker.gateway");
+    std::string advertise = impl->options.advertise;
+    if (advertise.empty()) {
+      std::string host = impl->options.host;
+      if (host == "0.0.0.0" || host == "::" || host.empty()) {
+        char name[256] = {0};
+        gethostname(name, sizeof name - 1);
+        host = name;
+      }
+      advertise = http::Endpoint{host, impl->server->port()}.ToString();
+    }
+    impl->registrar = std::make_unique<GatewayRegistrar>(*gw, advertise, impl->options.gateway_key,
+                                                         impl->options.heartbeat_interval);
+    impl->registrar->Start();
+  }
   log::Info("worker ready",
             {{"port", int64_t{impl->server->port()}},
              {"models", int64_t(impl->registry.loaded_count())},
@@ -304,6 +335,8 @@ void WorkerService::Shutdown() {
   if (!impl_) return;
   std::call_once(impl_->shutdown_once, [this] {
     Impl& i = *impl_;
+    // The gateway first, so it stops routing here before this worker stops admitting.
+    if (i.registrar) i.registrar->Stop(/*deregister=*/true);
     i.ready.store(false);
     i.metrics->ready.Get().Set(0);
     log::Info("worker draining", {{"in_flight", i.in_flight.load()}});

@@ -51,6 +51,13 @@ struct WorkerOptions {
   int64_t cache_bytes = int64_t{256} << 20;
   TokenBatcherConfig text_batcher;
   TensorBatcherConfig tensor_batcher;
+  // Registration with a gateway (worker.gateway, empty = none): the address to advertise
+  // (worker.advertise; default this worker's host:port, the hostname when it listens on
+  // all addresses), the key (worker.gateway_key) and the heartbeat interval.
+  std::string gateway;
+  std::string advertise;
+  std::string gateway_key;
+  std::chrono::milliseconds heartbeat_interval{2000};
   // TEST ONLY (worker.test_backend_delay): every model call sleeps this long on the
   // inference thread first, so tests can hold a request in a batcher deterministically.
   std::chrono::milliseconds test_backend_delay{0};

@@ -72,7 +72,7 @@ class Gateway(WorkerProcess):
         addrs = ",".join(w if isinstance(w, str) else f"127.0.0.1:{w.port}" for w in workers)
         super().__init__(BIN, None, ["gateway.health_interval=100ms", *settings],
                          os.path.join(_tmp, f"{name}-{len(_procs)}.log"),
-                         role_args=["gateway", "--workers", addrs])
+                         role_args=["gateway"] + (["--workers", addrs] if addrs else []))
         _procs.append(self)
 
     def stats(self):
@@ -414,6 +414,56 @@ class AuthAndAdmin(unittest.TestCase):
         self.assertGreater(self.sent()[b], before[b])
 
 
+class Registration(unittest.TestCase):
+    """Workers started with --gateway register themselves, heartbeat, deregister on
+    SIGTERM, and drop out when their heartbeats stop."""
+
+    def test_register_heartbeat_leave(self):
+        gw = Gateway([], ["gateway.registration_ttl=1s", "gateway.admin_key=adm"], name="reg")
+        self.assertEqual(gw.post("/embed", {"inputs": ["x"]}, headers={
+            "Authorization": "Bearer adm"}).status_code, 503)
+        settings = [f"worker.gateway=127.0.0.1:{gw.port}", "worker.gateway_key=adm",
+                    "worker.heartbeat_interval=200ms"]
+        a = Worker(settings, name="reg-a")
+        b = Worker(settings, name="reg-b")
+        auth = {"Authorization": "Bearer adm"}
+        nodes = lambda: sorted(w["node"] for w in gw.get("/admin/workers", headers=auth)
+                               .json()["workers"])  # noqa: E731
+        self.assertTrue(wait_for(lambda: gw.get("/health").json()["workers_ready"] == 2,
+                                 timeout=15), gw.get("/health").text)
+        self.assertEqual(nodes(), sorted([f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]))
+        r = gw.post("/embed", {"inputs": texts(40, "reg")}, headers=auth)
+        self.assertEqual(r.status_code, 200, r.text)
+        # SIGKILL: no goodbye; gone once its heartbeats are 1 s late.
+        b.proc.kill()
+        b.proc.wait()
+        self.assertTrue(wait_for(lambda: nodes() == [f"127.0.0.1:{a.port}"], timeout=10),
+                        nodes())
+        r = gw.post("/embed", {"inputs": texts(40, "reg2")}, headers=auth)
+        self.assertEqual(r.status_code, 200, r.text)
+        # SIGTERM: it deregisters before draining, well within the TTL.
+        t = time.monotonic()
+        self.assertEqual(a.stop(), 0)
+        self.assertEqual(nodes(), [])
+        self.assertLess(time.monotonic() - t, 5)
+        self.assertEqual(gw.stop(), 0)
+
+    def test_dns_names_every_address(self):
+        w = Worker(name="dns")
+        gw = Gateway([f"dns:localhost:{w.port}"], name="dns")
+        try:
+            self.assertTrue(wait_for(lambda: gw.get("/health").json()["workers_ready"] >= 1,
+                                     timeout=10))
+            nodes = [x["node"] for x in gw.get("/admin/workers").json()["workers"]]
+            self.assertIn(f"127.0.0.1:{w.port}", nodes)
+            r = gw.post("/embed", {"inputs": texts(20, "dns")})
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertLessEqual(max_diff(r.json(), direct_rows(w, texts(20, "dns"))), 1e-6)
+        finally:
+            gw.stop()
+            w.stop()
+
+
 class NoWorkers(unittest.TestCase):
     def test_unreachable_workers_mean_503_not_a_hang(self):
         gw = Gateway([f"127.0.0.1:{free_port()}"], name="alone")
@@ -429,10 +479,10 @@ class NoWorkers(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(p.returncode, 2)
         self.assertIn("gateway.workers", p.stderr)
-        p = subprocess.run([BIN, "gateway", "--port", "0"], capture_output=True, text=True,
-                           timeout=30)
-        self.assertNotEqual(p.returncode, 0)
-        self.assertIn("workers", p.stderr)
+        p = subprocess.run([BIN, "gateway", "--workers", "dns:", "--port", "0"],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("dns:NAME:PORT", p.stderr)
 
 
 if __name__ == "__main__":

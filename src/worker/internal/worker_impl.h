@@ -25,6 +25,7 @@
 #include "http/router.h"
 #include "http/server.h"
 #include "worker/model_registry.h"
+#include "worker/registrar.h"
 #include "worker/worker_metrics.h"
 #include "worker/worker_service.h"
 
@@ -138,6 +139,7 @@ struct WorkerService::Impl {
   std::unique_ptr<front::TextFront> text_front;
   std::unique_ptr<WorkerMetrics> metrics;
   std::unique_ptr<http::HttpServer> server;
+  std::unique_ptr<GatewayRegistrar> registrar;  // worker.gateway
   std::atomic<bool> ready{false};
   std::atomic<int64_t> in_flight{0};
   std::atomic<uint64_t> total_requests{0};
