@@ -44,8 +44,7 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       // The gateway (src/gateway/gateway_service.h).
       {"gateway.host", "127.0.0.1", "address the gateway listens on"},
       {"gateway.port", "8000", "port the gateway listens on (0 = ephemeral)"},
-      {"gateway.workers", "",
-       "workers: host:port and dns:NAME:PORT entries, comma-separated"},
+      {"gateway.workers", "", "workers: host:port and dns:NAME:PORT entries, comma-separated"},
       {"gateway.dns_interval", "5s", "how often dns: names are resolved again"},
       {"gateway.registration_ttl", "10s",
        "a self-registered worker that misses heartbeats this long is dropped"},
