@@ -248,6 +248,47 @@ class DeadWorker(unittest.TestCase):
             w.stop()
 
 
+class SlowWorker(unittest.TestCase):
+    """One worker slowed on purpose (worker.test_backend_delay): its outstanding tokens pile
+    up, so bounded loads send its inputs to the next workers on the ring."""
+
+    def test_traffic_moves_away_from_a_slow_worker(self):
+        workers = [Worker(name="fast1"), Worker(name="fast2"),
+                   Worker(["worker.test_backend_delay=150ms"], name="slow")]
+        gw = Gateway(workers, ["cache.max_bytes=0"], name="gw-slow")
+        slow_id = f"127.0.0.1:{workers[2].port}"
+        stop = threading.Event()
+        errors = []
+
+        def client(k):
+            s = requests.Session()
+            i = 0
+            while not stop.is_set():
+                r = s.post(gw.url + "/embed",
+                           json={"inputs": [f"slow test {k} {i} {j}" for j in range(12)]},
+                           timeout=30)
+                i += 1
+                if r.status_code != 200:
+                    errors.append(r.status_code)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(4)
+        stop.set()
+        for t in threads:
+            t.join()
+        sent = {b["node"]: b["sub_batches_sent"] for b in gw.stats()["circuit_breakers"]}
+        total = sum(sent.values())
+        self.assertEqual(errors, [])
+        print(f"sub-batches per worker, slow one {slow_id}: {sent}", file=sys.stderr)
+        # Even hashing would give it a third; it gets clearly less.
+        self.assertLess(sent[slow_id] / total, 0.25, sent)
+        gw.stop()
+        for w in workers:
+            w.stop()
+
+
 class FakeWorker:
     """Answers /health and /info like a worker; /embed as `mode` says: "garbage" (not
     HTTP) or "cut" (a response cut short, then the connection closed)."""
