@@ -15,10 +15,12 @@ pkgs=(
   # core / http
   libboost1.81-dev libboost-json1.81-dev libspdlog-dev libfmt-dev libyaml-cpp-dev libcli11-dev
   libxxhash-dev
+  # gateway: the Redis cache tier (hiredis, values compressed with zstd)
+  libhiredis-dev libzstd-dev
   # runtime
   libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler libutf8proc-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev libonnx-testdata prometheus
+  libgtest-dev libgmock-dev libbenchmark-dev libonnx-testdata prometheus redis-server
   python3-torch python3-onnx python3-numpy python3-requests python3-sentencepiece unicode-data curl
 )
 

@@ -15,6 +15,7 @@ struct GatewayCliOptions {
   std::string workers;
   std::string host;
   int port = -1;
+  std::string redis;
 };
 
 int RunGateway(const GatewayCliOptions& cli) {
@@ -35,6 +36,7 @@ int RunGateway(const GatewayCliOptions& cli) {
   if (!cli.workers.empty()) (void)config->Set("gateway.workers", cli.workers, "flag");
   if (!cli.host.empty()) (void)config->Set("gateway.host", cli.host, "flag");
   if (cli.port >= 0) (void)config->Set("gateway.port", std::to_string(cli.port), "flag");
+  if (!cli.redis.empty()) (void)config->Set("gateway.redis", cli.redis, "flag");
   auto options = gateway::GatewayOptionsFromConfig(*config);
   if (!options.ok()) {
     std::cerr << "error: " << options.status().message() << "\n";
@@ -62,6 +64,7 @@ void AddGatewayCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--workers", opts->workers, "Workers, host:port,... (gateway.workers)");
   cmd->add_option("--host", opts->host, "Listen address (gateway.host)");
   cmd->add_option("--port", opts->port, "Listen port, 0 = ephemeral (gateway.port)");
+  cmd->add_option("--redis", opts->redis, "Shared cache, redis://host:port (gateway.redis)");
   cmd->callback([opts, &exit_code] { exit_code = RunGateway(*opts); });
 }
 

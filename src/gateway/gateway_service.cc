@@ -21,6 +21,7 @@
 #include "core/metrics.h"
 #include "front/text_front.h"
 #include "gateway/coalescer.h"
+#include "gateway/redis_cache.h"
 #include "gateway/ring.h"
 #include "http/api/f32_binary.h"
 #include "http/api/tei.h"
@@ -120,6 +121,7 @@ struct GatewayService::Impl {
   AdaptiveLimiter limiter;
   KeyCoalescer coalescer;
   std::unique_ptr<front::RowCache> cache;
+  std::unique_ptr<RedisCache> redis;  // gateway.redis
   std::unique_ptr<front::EmbedBackend> backend;
   std::unique_ptr<front::TextFront> front;
   std::unique_ptr<http::HttpServer> server;
@@ -221,7 +223,24 @@ struct GatewayService::Impl {
       materials[k] =
           front::TextFront::TextKey(call.model, call.inputs[k], call.truncate, call.direction);
     }
+    // The shared tier: one pipelined round trip for every local miss.
+    std::vector<char> from_redis(n, 0);
+    if (redis) {
+      auto found = redis->Lookup(materials);
+      for (size_t k = 0; k < n; ++k) {
+        if (!found[k]) continue;
+        from_redis[k] = 1;
+        pending->out.rows[k] = found[k]->values;
+        pending->out.tokens[k] = found[k]->tokens;
+        --pending->remaining;
+      }
+      if (pending->remaining == 0) {
+        pending->out.inference = Clock::now() - pending->start;
+        return pending->done(std::move(pending->out));
+      }
+    }
     for (size_t k = 0; k < n; ++k) {
+      if (from_redis[k]) continue;
       const bool leader = coalescer.Join(
           materials[k], [pending, k](const Result<std::shared_ptr<const KeyResult>>& r) {
             front::EmbedBackend::Done finish;
@@ -471,6 +490,12 @@ struct GatewayService::Impl {
         kr->values.assign(rows->values.begin() + static_cast<std::ptrdiff_t>(k * rows->dims),
                           rows->values.begin() + static_cast<std::ptrdiff_t>((k + 1) * rows->dims));
         kr->tokens = counts[k];
+        if (redis) {
+          auto row = std::make_shared<front::CachedRow>();
+          row->values = kr->values;
+          row->tokens = kr->tokens;
+          redis->Store(sub->materials[k], std::move(row));
+        }
         chars += static_cast<double>(sub->texts[k].size());
         tokens += static_cast<double>(std::max<int64_t>(counts[k] - 2, 1));
         coalescer.Complete(sub->materials[k], std::shared_ptr<const KeyResult>(kr));
@@ -1006,6 +1031,18 @@ struct GatewayService::Impl {
       o["chars_per_token"] = chars_per_token;
     }
     o["coalesced"] = coalescer.coalesced();
+    if (redis) {
+      const auto rs = redis->stats();
+      o["redis"] = boost::json::object{{"hits", rs.hits},
+                                       {"misses", rs.misses},
+                                       {"errors", rs.errors},
+                                       {"skipped_breaker_open", rs.skipped},
+                                       {"stored", rs.stored},
+                                       {"store_errors", rs.store_errors},
+                                       {"store_dropped", rs.store_dropped},
+                                       {"collisions", rs.collisions},
+                                       {"breaker_open", rs.breaker_open}};
+    }
     o["node_id"] = "gateway";
     front::Send(r, 200, boost::json::serialize(o));
   }
@@ -1064,6 +1101,27 @@ struct GatewayService::Impl {
               for (const auto& [id, w] : workers) n += w.ready && w.info_ok;
               return n;
             }));
+    if (redis) {
+      auto stat = [r = redis.get()](uint64_t RedisCache::Stats::*field) {
+        return [r, field] { return double(r->stats().*field); };
+      };
+      bindings.push_back(
+          reg.CallbackCounter("infermesh_gateway_redis_hits_total", "Inputs found in Redis")
+              .Bind(stat(&RedisCache::Stats::hits)));
+      bindings.push_back(reg.CallbackCounter("infermesh_gateway_redis_misses_total",
+                                             "Inputs looked up in Redis and not found")
+                             .Bind(stat(&RedisCache::Stats::misses)));
+      bindings.push_back(
+          reg.CallbackCounter("infermesh_gateway_redis_errors_total",
+                              "Inputs whose Redis lookup failed (answered as misses)")
+              .Bind(stat(&RedisCache::Stats::errors)));
+      bindings.push_back(reg.CallbackCounter("infermesh_gateway_redis_skipped_total",
+                                             "Inputs not looked up: Redis breaker open")
+                             .Bind(stat(&RedisCache::Stats::skipped)));
+      bindings.push_back(
+          reg.CallbackCounter("infermesh_gateway_redis_stored_total", "Rows written to Redis")
+              .Bind(stat(&RedisCache::Stats::stored)));
+    }
     if (cache) {
       bindings.push_back(
           reg.CallbackCounter("infermesh_gateway_cache_hits_total", "Gateway local cache hits")
@@ -1118,6 +1176,13 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
    private:
     Impl* im_;
   };
+  if (!im.options.redis_url.empty()) {
+    RedisOptions ro;
+    ro.ttl = im.options.redis_ttl;
+    ro.timeout = im.options.redis_timeout;
+    IM_ASSIGN_OR_RETURN(ro, ParseRedisUrl(im.options.redis_url, ro));
+    im.redis = std::make_unique<RedisCache>(ro);
+  }
   im.backend = std::make_unique<Backend>(&im);
   front::TextFrontOptions fo;
   fo.max_client_batch_size = im.options.max_client_batch_size;
@@ -1358,6 +1423,14 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   IM_ASSIGN_OR_RETURN(int64_t ttl_ms, c.GetMillis("gateway.registration_ttl"));
   if (ttl_ms < 100) return InvalidArgument("gateway.registration_ttl must be at least 100ms");
   o.registration_ttl = std::chrono::milliseconds(ttl_ms);
+  IM_ASSIGN_OR_RETURN(o.redis_url, c.GetString("gateway.redis"));
+  if (!o.redis_url.empty()) IM_RETURN_IF_ERROR(ParseRedisUrl(o.redis_url).status());
+  IM_ASSIGN_OR_RETURN(int64_t rttl, c.GetMillis("gateway.redis_ttl"));
+  if (rttl < 1000) return InvalidArgument("gateway.redis_ttl must be at least 1s");
+  o.redis_ttl = std::chrono::seconds(rttl / 1000);
+  IM_ASSIGN_OR_RETURN(int64_t rto, c.GetMillis("gateway.redis_timeout"));
+  if (rto < 1) return InvalidArgument("gateway.redis_timeout must be at least 1ms");
+  o.redis_timeout = std::chrono::milliseconds(rto);
   IM_ASSIGN_OR_RETURN(std::string keys, c.GetString("gateway.api_keys"));
   o.api_keys = http::SplitKeyList(keys);
   IM_ASSIGN_OR_RETURN(o.admin_key, c.GetString("gateway.admin_key"));

@@ -71,6 +71,10 @@ struct GatewayOptions {
   LimiterOptions limiter;
   // Bearer keys for the inference routes (empty: open), the admin key for /admin (and
   // every other route); /health stays open, /metrics too unless protect_metrics.
+  // The shared Redis tier (gateway.redis, "redis://host:port"; empty = off).
+  std::string redis_url;
+  std::chrono::seconds redis_ttl{86400};
+  std::chrono::milliseconds redis_timeout{50};
   std::vector<std::string> api_keys;
   std::string admin_key;
   bool protect_metrics = false;
