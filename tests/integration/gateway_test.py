@@ -505,6 +505,101 @@ class Registration(unittest.TestCase):
             w.stop()
 
 
+class Redis:
+    """A real redis-server on a free port, without persistence."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind",
+                                      "127.0.0.1", "--save", "", "--appendonly", "no",
+                                      "--loglevel", "warning"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up():
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as c:
+                    c.sendall(b"PING\r\n")
+                    return c.recv(16).startswith(b"+PONG")
+            except OSError:
+                return False
+        assert wait_for(up, timeout=10), "redis-server did not start"
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@unittest.skipUnless(shutil.which("redis-server"), "redis-server is not installed "
+                     "(scripts/install-deps.sh installs it)")
+class RedisTier(unittest.TestCase):
+    """Two gateways share a real Redis; Redis killed mid-run and restarted empty."""
+
+    def test_shared_killed_and_restarted(self):
+        redis = Redis()
+        worker = Worker(name="redis-worker")
+        url = f"redis://127.0.0.1:{redis.port}"
+        a = Gateway([worker], [f"gateway.redis={url}"], name="redis-a")
+        b = Gateway([worker], [f"gateway.redis={url}"], name="redis-b")
+        try:
+            inputs = texts(48, "redis")
+            r = a.post("/embed", {"inputs": inputs})
+            self.assertEqual(r.status_code, 200, r.text)
+            want = direct_rows(worker, inputs)
+            self.assertTrue(wait_for(lambda: a.stats()["redis"]["stored"] >= 48, timeout=10))
+            # The second gateway finds every row in Redis: no worker is asked.
+            r = b.post("/embed", {"inputs": inputs})
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertLessEqual(max_diff(r.json(), want), 1e-6)
+            sb = b.stats()
+            self.assertEqual(sb["redis"]["hits"], 48)
+            self.assertEqual(sum(w["sub_batches_sent"] for w in sb["circuit_breakers"]), 0)
+
+            # Redis dies under load: requests keep succeeding.
+            stop = threading.Event()
+            errors, done = [], [0]
+
+            def client(k):
+                i = 0
+                while not stop.is_set():
+                    body = {"inputs": [f"redis load {k} {i} {j}" for j in range(6)]}
+                    i += 1
+                    rr = requests.post(a.url + "/embed", json=body, timeout=30)
+                    if rr.status_code != 200:
+                        errors.append((rr.status_code, rr.text[:200]))
+                    done[0] += 1
+
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(3)]
+            for t in threads:
+                t.start()
+            time.sleep(1)
+            redis.kill()
+            time.sleep(1.5)
+            redis.start()  # empty: no persistence
+            time.sleep(1.5)
+            stop.set()
+            for t in threads:
+                t.join()
+            self.assertEqual(errors, [])
+            self.assertGreater(done[0], 10)
+            self.assertGreater(a.stats()["redis"]["errors"] + a.stats()["redis"]
+                               ["skipped_breaker_open"], 0, "Redis was never missed")
+            # Restarted empty: a fresh gateway gets correct rows (computed, then stored).
+            c = Gateway([worker], [f"gateway.redis={url}"], name="redis-c")
+            r = c.post("/embed", {"inputs": inputs})
+            self.assertEqual(r.status_code, 200, r.text)
+            self.assertLessEqual(max_diff(r.json(), want), 1e-6)
+            self.assertEqual(c.stats()["redis"]["hits"], 0)
+            c.stop()
+        finally:
+            a.stop()
+            b.stop()
+            worker.stop()
+            redis.kill()
+
+
 class NoWorkers(unittest.TestCase):
     def test_unreachable_workers_mean_503_not_a_hang(self):
         gw = Gateway([f"127.0.0.1:{free_port()}"], name="alone")
