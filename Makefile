@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker format format-check sanitize-build clean
+.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker bench-gateway format format-check sanitize-build clean
 
 all: build
 
@@ -36,12 +36,14 @@ conformance: build
 RUNTIME_BENCH := bench/runtime_bench.py --runner $(BUILD)/bench/runtime_runner \
 	--fixtures $(BUILD)/fixtures --work $(BUILD)/bench-runtime
 WORKER_BENCH := bench/worker_bench.py $(BIN)
+GATEWAY_BENCH := bench/gateway_bench.py $(BIN)
 
 # Every benchmark, one after the other in one recipe (each wants the cores to itself,
 # so even `make -j` must not run them side by side).
 bench: build
 	@$(RUNTIME_BENCH)
 	@$(WORKER_BENCH)
+	@$(GATEWAY_BENCH)
 
 # Our runtime against ONNX Runtime on the same fixtures, inputs and thread counts
 # (issue 4): about 7 minutes; prints a table and writes bench/results/runtime.json.
@@ -53,6 +55,11 @@ bench-runtime: build
 # 2 minutes; prints a table and writes bench/results/worker.json.
 bench-worker: build
 	@$(WORKER_BENCH)
+
+# The gateway against HAProxy in front of the same three workers (issue 9): about 3
+# minutes; prints a table and writes bench/results/gateway.json.
+bench-gateway: build
+	@$(GATEWAY_BENCH)
 
 format:
 	@git ls-files '*.cc' '*.h' '*.cpp' | xargs clang-format -i

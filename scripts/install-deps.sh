@@ -21,6 +21,8 @@ pkgs=(
   libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler libutf8proc-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-testdata prometheus redis-server
+  # make bench-gateway's peer
+  haproxy
   python3-torch python3-onnx python3-numpy python3-requests python3-sentencepiece unicode-data curl
 )
 

@@ -1409,6 +1409,10 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   o.health.interval = std::chrono::milliseconds(interval);
   IM_ASSIGN_OR_RETURN(int64_t htimeout, c.GetMillis("gateway.health_timeout"));
   o.health.timeout = std::chrono::milliseconds(std::max<int64_t>(htimeout, 1));
+  IM_ASSIGN_OR_RETURN(o.limiter.buffer, c.GetDouble("gateway.limit_tolerance"));
+  if (o.limiter.buffer < 0 || o.limiter.buffer > 100) {
+    return InvalidArgument("gateway.limit_tolerance must be between 0 and 100");
+  }
   IM_ASSIGN_OR_RETURN(int64_t min_limit, ranged("gateway.min_concurrency", 1, 1 << 20));
   o.limiter.min_limit = static_cast<double>(min_limit);
   IM_ASSIGN_OR_RETURN(int64_t max_limit, ranged("gateway.max_concurrency", 1, 1 << 20));
