@@ -163,7 +163,9 @@ steady_clock::time_point TextFront::Deadline(const Request& req) const {
   const std::string_view h = req.Header(kRequestTimeoutHeader);
   int64_t ms = 0;
   auto [end, ec] = std::from_chars(h.data(), h.data() + h.size(), ms);
-  if (!h.empty() && ec == std::errc() && end == h.data() + h.size() && ms >= 0) {
+  // Only a shorter deadline counts (and a huge value cannot overflow the clock).
+  if (!h.empty() && ec == std::errc() && end == h.data() + h.size() && ms >= 0 &&
+      ms < options_.request_timeout.count()) {
     deadline = std::min(deadline, req.received + std::chrono::milliseconds(ms));
   }
   return deadline;

@@ -41,7 +41,7 @@ constexpr const char* kVersion = "0.1.0";
 struct WorkerState {
   std::string id;
   http::Endpoint endpoint;
-  std::unique_ptr<CircuitBreaker> breaker;
+  std::shared_ptr<CircuitBreaker> breaker;   // shared: OnResponse records after unlocking
   bool ready = false;                        // membership's view
   bool info_ok = false;                      // its /info was read
   std::vector<front::TextModelInfo> models;  // text models it serves
@@ -126,6 +126,7 @@ struct GatewayService::Impl {
   std::unique_ptr<front::TextFront> front;
   std::unique_ptr<http::HttpServer> server;
   std::atomic<bool> ready{false};
+  std::atomic<bool> shutting_down{false};  // readiness stays false from then on
 
   mutable std::mutex mu;  // ring, workers, counters below
   HashRing ring;
@@ -286,9 +287,10 @@ struct GatewayService::Impl {
       std::vector<double> loads(ids.size(), 0.0);
       std::vector<char> eligible(ids.size(), 0);
       for (size_t i = 0; i < ids.size(); ++i) {
-        WorkerState& w = workers.at(ids[i]);
-        loads[i] = w.outstanding;
-        eligible[i] = Eligible(w, call.model.name, now) ? 1 : 0;
+        auto it = workers.find(ids[i]);  // always there: ring and map change together
+        if (it == workers.end()) continue;
+        loads[i] = it->second.outstanding;
+        eligible[i] = Eligible(it->second, call.model.name, now) ? 1 : 0;
       }
       double incoming = 0;
       for (size_t k : leaders) {
@@ -312,7 +314,7 @@ struct GatewayService::Impl {
       for (const auto& [id, ks] : groups) {
         double sum = 0;
         for (size_t k : ks) sum += est_by_key[materials[k]];
-        workers.at(id).outstanding += sum;
+        if (auto it = workers.find(id); it != workers.end()) it->second.outstanding += sum;
       }
     }
     for (size_t k : unroutable) {
@@ -434,15 +436,15 @@ struct GatewayService::Impl {
       --subs_in_flight;
       if (sub->is_retry) --retries_in_flight;
     }
-    CircuitBreaker* breaker = nullptr;
+    std::shared_ptr<CircuitBreaker> breaker;  // kept alive even if the worker is removed
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = workers.find(id);
-      if (it != workers.end()) breaker = it->second.breaker.get();
+      if (it != workers.end()) breaker = it->second.breaker;
     }
     auto record = [&](Outcome o) {
       if (breaker) breaker->Record(o, now);
-      if (o != Outcome::kBackpressure) outlier.Record(id, o == Outcome::kFailure, now);
+      if (o != Outcome::kBackpressure && breaker) outlier.Record(id, o == Outcome::kFailure, now);
       std::lock_guard<std::mutex> lock(mu);
       auto it = workers.find(id);
       if (it == workers.end()) return;
@@ -561,9 +563,10 @@ struct GatewayService::Impl {
           for (size_t i : ring.Successors(sub->ring_hash, ring.size())) {
             const std::string& cand = ring.members()[i];
             if (std::find(sub->tried.begin(), sub->tried.end(), cand) != sub->tried.end()) continue;
-            if (!Eligible(workers.at(cand), sub->model, now)) continue;
+            auto wit = workers.find(cand);
+            if (wit == workers.end() || !Eligible(wit->second, sub->model, now)) continue;
             next = cand;
-            workers.at(cand).outstanding += sub->est_tokens;
+            wit->second.outstanding += sub->est_tokens;
             ++retries_total;
             retry_tokens -= 1.0;
             break;
@@ -600,7 +603,7 @@ struct GatewayService::Impl {
       std::lock_guard<std::mutex> lock(mu);
       for (const auto& [id, w] : workers) any = any || (w.ready && w.info_ok);
     }
-    ready = any;
+    ready = any && !shutting_down.load();
   }
 
   void ReadInfo(const std::string& id, const http::Endpoint& ep) {
@@ -680,12 +683,13 @@ struct GatewayService::Impl {
       }
       freeaddrinfo(res);
     }
-    bool changed = false;
-    {
-      std::lock_guard<std::mutex> lock(mu);
+    std::vector<std::string> left;
+    ChangeMembers([&] {
+      bool changed = false;
       for (auto it = workers.begin(); it != workers.end();) {
         if (it->second.source == WorkerState::Source::kDns && !want.count(it->first)) {
           log::Info("worker left DNS", {{"worker", it->first}});
+          left.push_back(it->first);
           it = workers.erase(it);
           changed = true;
         } else {
@@ -697,22 +701,22 @@ struct GatewayService::Impl {
         WorkerState w;
         w.id = ep.ToString();
         w.endpoint = ep;
-        w.breaker = std::make_unique<CircuitBreaker>(options.breaker);
+        w.breaker = std::make_shared<CircuitBreaker>(options.breaker);
         w.source = WorkerState::Source::kDns;
         log::Info("worker found in DNS", {{"worker", w.id}});
         workers.emplace(w.id, std::move(w));
         changed = true;
       }
-    }
-    if (changed) MembersChanged();
+      return changed;
+    });
+    for (const auto& id : left) outlier.Remove(id);
   }
 
   // Registered workers that missed their heartbeats for registration_ttl leave.
   void ExpireRegistrations() {
     const auto now = Clock::now();
     std::vector<std::string> gone;
-    {
-      std::lock_guard<std::mutex> lock(mu);
+    ChangeMembers([&] {
       for (auto it = workers.begin(); it != workers.end();) {
         if (it->second.source == WorkerState::Source::kRegistered &&
             now - it->second.last_heartbeat > options.registration_ttl) {
@@ -722,12 +726,12 @@ struct GatewayService::Impl {
           ++it;
         }
       }
-    }
+      return !gone.empty();
+    });
     for (const auto& id : gone) {
       outlier.Remove(id);
       log::Warn("registered worker missed its heartbeats", {{"worker", id}});
     }
-    if (!gone.empty()) MembersChanged();
   }
 
   void HealthLoop() {
@@ -777,7 +781,12 @@ struct GatewayService::Impl {
       delete static_cast<int*>(p);
       const auto end = Clock::now();
       limiter.Release(end - start, end);
-      if (waiting_count.load(std::memory_order_relaxed) > 0) wait_cv.notify_one();
+      if (waiting_count.load(std::memory_order_relaxed) > 0) {
+        // Through the lock: the admission thread is either before its check (and sees the
+        // free slot) or waiting (and is woken); never in between, which would lose this.
+        { std::lock_guard<std::mutex> lock(wait_mu); }
+        wait_cv.notify_one();
+      }
     });
   }
 
@@ -866,56 +875,84 @@ struct GatewayService::Impl {
   // ---- membership changes (/admin) and auth ------------------------------------------
   http::BearerAuth inference_auth, admin_auth;
 
-  // Under nothing: rebuilds the ring from the workers and tells the health checker.
-  void MembersChanged() {
+  // Membership changes: the workers map and the ring change in one critical section
+  // under mu (so every ring member is in the map), and the health checker's list is then
+  // replaced under members_mu, which serializes whole changes (lock order: members_mu,
+  // then mu), so an older list can never overwrite a newer one.
+  std::mutex members_mu;
+
+  // Under mu: the ring from the workers map; returns the endpoints for the checker.
+  std::vector<http::Endpoint> RebuildRingLocked() {
+    std::vector<http::Endpoint> eps;
+    std::vector<std::string> ids;
+    for (const auto& [id, w] : workers) {
+      ids.push_back(id);
+      eps.push_back(w.endpoint);
+    }
+    ring.SetMembers(ids);
+    return eps;
+  }
+
+  // Applies `change` (under mu; returns whether membership changed), then updates the
+  // ring and the health checker.
+  bool ChangeMembers(const std::function<bool()>& change) {
+    std::lock_guard<std::mutex> serial(members_mu);
     std::vector<http::Endpoint> eps;
     {
       std::lock_guard<std::mutex> lock(mu);
-      std::vector<std::string> ids;
-      for (const auto& [id, w] : workers) {
-        ids.push_back(id);
-        eps.push_back(w.endpoint);
-      }
-      ring.SetMembers(ids);
+      if (!change()) return false;
+      eps = RebuildRingLocked();
     }
     membership->SetWorkers(eps);
+    return true;
   }
 
   Status AddWorker(const http::Endpoint& ep,
                    WorkerState::Source source = WorkerState::Source::kStatic) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      const std::string id = ep.ToString();
+    const std::string id = ep.ToString();
+    Status result;
+    const bool added = ChangeMembers([&] {
       auto it = workers.find(id);
       if (it != workers.end()) {
         if (source == WorkerState::Source::kRegistered) {
           it->second.last_heartbeat = Clock::now();  // a heartbeat
-          return OkStatus();
+        } else {
+          result = Status(StatusCode::kAlreadyExists, id + " is a member");
         }
-        return Status(StatusCode::kAlreadyExists, id + " is a member");
+        return false;
       }
       WorkerState w;
       w.id = id;
       w.endpoint = ep;
-      w.breaker = std::make_unique<CircuitBreaker>(options.breaker);
+      w.breaker = std::make_shared<CircuitBreaker>(options.breaker);
       w.source = source;
       w.last_heartbeat = Clock::now();
       workers.emplace(id, std::move(w));
-    }
-    MembersChanged();
-    log::Info("worker added", {{"worker", ep.ToString()}});
-    return OkStatus();
+      return true;
+    });
+    if (added) log::Info("worker added", {{"worker", id}});
+    return result;
   }
 
-  Status RemoveWorker(const std::string& id) {
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!workers.erase(id)) return NotFound("no worker " + id);
+  // `only_registered`: a deregistration removes a worker only if it registered itself
+  // (one also listed statically or found in DNS stays).
+  Status RemoveWorker(const std::string& id, bool only_registered = false) {
+    Status result;
+    ChangeMembers([&] {
+      auto it = workers.find(id);
+      if (it == workers.end()) {
+        result = NotFound("no worker " + id);
+        return false;
+      }
+      if (only_registered && it->second.source != WorkerState::Source::kRegistered) return false;
+      workers.erase(it);
+      return true;
+    });
+    if (result.ok()) {
+      outlier.Remove(id);
+      log::Info("worker removed", {{"worker", id}});
     }
-    outlier.Remove(id);
-    MembersChanged();
-    log::Info("worker removed", {{"worker", id}});
-    return OkStatus();
+    return result;
   }
 
   Status Drain(const std::string& id, bool drained) {
@@ -1156,7 +1193,7 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
     WorkerState w;
     w.id = id;
     w.endpoint = ep;
-    w.breaker = std::make_unique<CircuitBreaker>(im.options.breaker);
+    w.breaker = std::make_shared<CircuitBreaker>(im.options.breaker);
     im.workers.emplace(id, std::move(w));
     ids.push_back(id);
   }
@@ -1266,7 +1303,8 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
     if (!ep.ok()) {
       return front::SendTeiError(r, ApiError{400, "Validation", ep.status().message(), "address"});
     }
-    im.SendStatus(r, im.RemoveWorker(ep->ToString()), 200, {{"deregistered", ep->ToString()}});
+    im.SendStatus(r, im.RemoveWorker(ep->ToString(), /*only_registered=*/true), 200,
+                  {{"deregistered", ep->ToString()}});
   });
   router->Add("DELETE", "/admin/workers/{id}", [&im](http::Request& q, http::Responder r) {
     if (!im.Authorized(q, r, Family::kTei, true)) return;
@@ -1313,13 +1351,14 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   im.wait_thread = std::thread([&im] { im.WaitLoop(); });
   log::Info("gateway listening",
             {{"address", im.options.host + ":" + std::to_string(im.server->port())},
-             {"workers", std::to_string(im.workers.size())}});
+             {"workers", std::to_string(im.options.workers.size() + im.options.dns.size())}});
   return svc;
 }
 
 void GatewayService::Shutdown() {
   if (!impl_) return;
   Impl& im = *impl_;
+  im.shutting_down = true;
   im.ready = false;
   {
     std::lock_guard<std::mutex> lock(im.health_mu);

@@ -466,8 +466,16 @@ void HttpClient::Send(const Endpoint& endpoint, ClientRequest request, Callback 
   m.version(11);
   const auto verb = bhttp::string_to_verb(request.method);
   if (verb == bhttp::verb::unknown || request.target.empty() || request.target[0] != '/') {
-    core_->FinishLater(op, InvalidArgument("bad request: method '" + request.method +
-                                           "', target '" + request.target + "'"));
+    Status bad = InvalidArgument("bad request: method '" + request.method + "', target '" +
+                                 request.target + "'");
+    bool stopping = false;
+    {
+      std::lock_guard<std::mutex> lock(core_->mu);
+      stopping = core_->stopping;
+    }
+    // After Shutdown the loops are gone: complete here, as Submit does.
+    if (stopping) return core_->Finish(op, std::move(bad));
+    core_->FinishLater(op, std::move(bad));
     return;
   }
   m.method(verb);

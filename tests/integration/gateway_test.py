@@ -489,6 +489,24 @@ class Registration(unittest.TestCase):
         self.assertLess(time.monotonic() - t, 5)
         self.assertEqual(gw.stop(), 0)
 
+    def test_concurrent_registrations_all_become_ready(self):
+        # Membership changes are serialized: registrations racing each other must not
+        # leave one of them out of the health checks (it would never get traffic).
+        gw = Gateway([], name="reg-race")
+        workers = [Worker(name=f"race{i}") for i in range(4)]
+        try:
+            with concurrent.futures.ThreadPoolExecutor(4) as ex:
+                codes = list(ex.map(lambda w: requests.post(
+                    gw.url + "/admin/register", json={"address": f"127.0.0.1:{w.port}"},
+                    timeout=10).status_code, workers))
+            self.assertEqual(codes, [200] * 4)
+            self.assertTrue(wait_for(lambda: gw.get("/health").json()["workers_ready"] == 4,
+                                     timeout=15), gw.get("/health").text)
+        finally:
+            gw.stop()
+            for w in workers:
+                w.stop()
+
     def test_dns_names_every_address(self):
         w = Worker(name="dns")
         gw = Gateway([f"dns:localhost:{w.port}"], name="dns")
