@@ -158,17 +158,22 @@ std::optional<ApiError> TextFront::CheckClientBatch(size_t inputs) const {
 
 // The request's deadline: request_timeout from its arrival, or sooner when the caller
 // (a gateway, a client) sends x-request-timeout in milliseconds.
-steady_clock::time_point TextFront::Deadline(const Request& req) const {
-  auto deadline = req.received + options_.request_timeout;
+steady_clock::time_point RequestDeadline(const Request& req,
+                                         std::chrono::milliseconds request_timeout) {
+  auto deadline = req.received + request_timeout;
   const std::string_view h = req.Header(kRequestTimeoutHeader);
   int64_t ms = 0;
   auto [end, ec] = std::from_chars(h.data(), h.data() + h.size(), ms);
   // Only a shorter deadline counts (and a huge value cannot overflow the clock).
   if (!h.empty() && ec == std::errc() && end == h.data() + h.size() && ms >= 0 &&
-      ms < options_.request_timeout.count()) {
+      ms < request_timeout.count()) {
     deadline = std::min(deadline, req.received + std::chrono::milliseconds(ms));
   }
   return deadline;
+}
+
+steady_clock::time_point TextFront::Deadline(const Request& req) const {
+  return RequestDeadline(req, options_.request_timeout);
 }
 
 // ---- TEI -------------------------------------------------------------------------

@@ -173,5 +173,13 @@ inline constexpr const char* kTokenCountsHeader = "x-token-counts";
 // earlier of it and its own request_timeout, and a gateway forwards what is left of its
 // client's.
 inline constexpr const char* kRequestTimeoutHeader = "x-request-timeout";
+// A request's deadline: `request_timeout` after it arrived, or sooner when it carries
+// x-request-timeout (a larger value never extends it).
+std::chrono::steady_clock::time_point RequestDeadline(const http::Request& req,
+                                                      std::chrono::milliseconds request_timeout);
+// The worker that computed a row (the seed's node_id) and whether it came from its cache,
+// on the binary /infer hop.
+inline constexpr const char* kNodeIdHeader = "x-node-id";
+inline constexpr const char* kCachedHeader = "x-cached";
 
 }  // namespace infermesh::front

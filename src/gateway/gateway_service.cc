@@ -13,10 +13,12 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <random>
 #include <regex>
 #include <set>
 #include <thread>
 
+#include "core/hash.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "front/text_front.h"
@@ -24,6 +26,8 @@
 #include "gateway/redis_cache.h"
 #include "gateway/ring.h"
 #include "http/api/f32_binary.h"
+#include "http/api/kserve.h"
+#include "http/api/seed.h"
 #include "http/api/tei.h"
 #include "http/auth.h"
 #include "http/router.h"
@@ -38,16 +42,26 @@ namespace {
 
 constexpr const char* kVersion = "0.1.0";
 
+// A tensor model a worker serves (its /info): /infer rows are keyed by its name and
+// version, as the worker keys its cache.
+struct TensorModelInfo {
+  std::string name, version;
+  int64_t feature_size = 0;
+};
+
 struct WorkerState {
   std::string id;
   http::Endpoint endpoint;
-  std::shared_ptr<CircuitBreaker> breaker;   // shared: OnResponse records after unlocking
-  bool ready = false;                        // membership's view
-  bool info_ok = false;                      // its /info was read
-  std::vector<front::TextModelInfo> models;  // text models it serves
-  int64_t max_batch = 32;                    // its max_client_batch_size
-  double outstanding = 0;                    // estimated tokens in flight
-  bool drained = false;                      // by /admin: no new traffic
+  std::shared_ptr<CircuitBreaker> breaker;     // shared: OnResponse records after unlocking
+  bool ready = false;                          // membership's view
+  bool info_ok = false;                        // its /info was read
+  std::vector<front::TextModelInfo> models;    // text models it serves
+  std::vector<TensorModelInfo> tensor_models;  // ready tensor models, in its order
+  std::vector<std::string> all_models;         // every model it lists, loaded or not
+  boost::json::array info_models;              // its /info "models" entries
+  int64_t max_batch = 32;                      // its max_client_batch_size
+  double outstanding = 0;                      // estimated tokens in flight
+  bool drained = false;                        // by /admin: no new traffic
   enum class Source { kStatic, kDns, kRegistered } source = Source::kStatic;
   Clock::time_point last_heartbeat{};  // kRegistered
   uint64_t sent = 0, ok = 0, failed = 0, backpressure = 0;
@@ -58,6 +72,8 @@ struct KeyResult {
   std::vector<float> values;
   int64_t tokens = 0;
   std::optional<ApiError> error;
+  std::string node_id;  // /infer rows: the worker that answered, and from its cache
+  bool cached = false;
 };
 using KeyCoalescer = Coalescer<std::shared_ptr<const KeyResult>>;
 
@@ -76,6 +92,30 @@ struct Sub {
   bool is_retry = false;
   std::vector<std::string> tried;
 };
+
+// A whole request forwarded to one worker (an /infer row, a KServe call, /tokenize,
+// model metadata) and, after a transport failure, a 5xx or a 429, to another that serves
+// its model, within the retry budget. Keyed requests (/infer rows) go to their ring owner
+// under bounded loads; others to the less loaded of two random eligible workers.
+struct Forward {
+  std::string model;
+  bool keyed = false;
+  uint64_t ring_hash = 0;
+  double cost = 1;  // estimated tokens, counted in the worker's outstanding load
+  Clock::time_point deadline;
+  http::ClientRequest request;
+  // Whether a 200 is well formed (a malformed one counts as the worker's failure).
+  std::function<bool(const http::ClientResponse&)> valid;
+  using Done = std::function<void(Result<http::ClientResponse>, const std::string& worker)>;
+  Done done;
+  int attempt = 0;
+  std::vector<std::string> tried;
+  std::optional<Result<http::ClientResponse>> last;  // the last attempt's answer
+  std::string last_worker;
+};
+
+// An /infer row or a KServe input costs about this many tokens' worth of load.
+constexpr double kTensorRowCost = 16;
 
 // A worker's message names a sub-batch input as "input N"; the marker stands for it until
 // the error reaches each client call that contains that input.
@@ -132,7 +172,7 @@ struct GatewayService::Impl {
   HashRing ring;
   std::map<std::string, WorkerState> workers;
   double chars_per_token = 4.0;  // corrected by the counts workers report
-  int64_t subs_in_flight = 0, retries_in_flight = 0;
+  int64_t subs_in_flight = 0, retries_in_flight = 0, forwards_in_flight = 0;
   uint64_t retries_total = 0, retries_refused = 0;
   // Retry budget, a token bucket (as gRPC's retry throttling): every first send of a
   // sub-batch adds retry_budget tokens, every retry takes one; a burst allowance of
@@ -161,6 +201,9 @@ struct GatewayService::Impl {
   bool Serves(const WorkerState& w, const std::string& model) const {
     if (!w.info_ok) return false;
     for (const auto& m : w.models) {
+      if (m.name == model) return true;
+    }
+    for (const auto& m : w.tensor_models) {
       if (m.name == model) return true;
     }
     return false;
@@ -420,11 +463,27 @@ struct GatewayService::Impl {
     });
   }
 
-  void Unload(const std::string& id, const Sub& sub) {
+  void Unload(const std::string& id, const Sub& sub) { Unload(id, sub.est_tokens); }
+  void Unload(const std::string& id, double cost) {
     std::lock_guard<std::mutex> lock(mu);
     auto it = workers.find(id);
-    if (it != workers.end())
-      it->second.outstanding = std::max(0.0, it->second.outstanding - sub.est_tokens);
+    if (it != workers.end()) it->second.outstanding = std::max(0.0, it->second.outstanding - cost);
+  }
+
+  // A call's outcome in the worker's breaker, outlier detector and counters.
+  void RecordOutcome(const std::string& id, Outcome o, Clock::time_point now) {
+    std::shared_ptr<CircuitBreaker> breaker;  // kept alive even if the worker is removed
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = workers.find(id);
+      if (it == workers.end()) return;
+      breaker = it->second.breaker;
+      if (o == Outcome::kSuccess) ++it->second.ok;
+      if (o == Outcome::kFailure) ++it->second.failed;
+      if (o == Outcome::kBackpressure) ++it->second.backpressure;
+    }
+    breaker->Record(o, now);
+    if (o != Outcome::kBackpressure) outlier.Record(id, o == Outcome::kFailure, now);
   }
 
   void OnResponse(const std::shared_ptr<Sub>& sub, const std::string& id,
@@ -436,22 +495,7 @@ struct GatewayService::Impl {
       --subs_in_flight;
       if (sub->is_retry) --retries_in_flight;
     }
-    std::shared_ptr<CircuitBreaker> breaker;  // kept alive even if the worker is removed
-    {
-      std::lock_guard<std::mutex> lock(mu);
-      auto it = workers.find(id);
-      if (it != workers.end()) breaker = it->second.breaker;
-    }
-    auto record = [&](Outcome o) {
-      if (breaker) breaker->Record(o, now);
-      if (o != Outcome::kBackpressure && breaker) outlier.Record(id, o == Outcome::kFailure, now);
-      std::lock_guard<std::mutex> lock(mu);
-      auto it = workers.find(id);
-      if (it == workers.end()) return;
-      if (o == Outcome::kSuccess) ++it->second.ok;
-      if (o == Outcome::kFailure) ++it->second.failed;
-      if (o == Outcome::kBackpressure) ++it->second.backpressure;
-    };
+    auto record = [&](Outcome o) { RecordOutcome(id, o, now); };
     if (!r.ok()) {
       record(Outcome::kFailure);
       const Status& s = r.status();
@@ -579,6 +623,139 @@ struct GatewayService::Impl {
     Dispatch(sub, *next);
   }
 
+  // ---- whole requests forwarded to one worker (Forward) --------------------------------
+  // Under mu: an eligible worker for `f` not tried yet (ring owner under bounded loads for
+  // keyed requests, else the less loaded of two random ones), with f's cost added to its
+  // load and its breaker's permission taken; nullopt when none is left.
+  std::optional<std::pair<std::string, http::Endpoint>> PickLocked(const Forward& f,
+                                                                   Clock::time_point now) {
+    const auto& ids = ring.members();
+    std::vector<double> loads(ids.size(), 0.0);
+    std::vector<char> ok(ids.size(), 0);
+    std::vector<size_t> candidates;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      auto it = workers.find(ids[i]);
+      if (it == workers.end()) continue;
+      loads[i] = it->second.outstanding;
+      if (Eligible(it->second, f.model, now) &&
+          std::find(f.tried.begin(), f.tried.end(), ids[i]) == f.tried.end()) {
+        ok[i] = 1;
+        candidates.push_back(i);
+      }
+    }
+    while (!candidates.empty()) {
+      size_t pick = candidates.front();
+      if (f.keyed) {
+        auto m = PickBounded(
+            ring, f.ring_hash, loads, [&](size_t i) { return ok[i] != 0; }, options.balance_factor,
+            f.cost, f.cost);
+        if (!m) break;
+        pick = *m;
+      } else if (candidates.size() > 1) {
+        thread_local std::mt19937_64 rng(std::random_device{}());
+        std::uniform_int_distribution<size_t> dist(0, candidates.size() - 1);
+        const size_t a = candidates[dist(rng)];
+        size_t b = candidates[dist(rng)];
+        while (b == a) b = candidates[dist(rng)];
+        pick = loads[b] < loads[a] ? b : a;
+      }
+      WorkerState& w = workers.at(ids[pick]);
+      if (w.breaker->Allow(now)) {
+        w.outstanding += f.cost;
+        ++w.sent;
+        return std::make_pair(w.id, w.endpoint);
+      }
+      ok[pick] = 0;  // its half-open probes are taken: the next one
+      candidates.erase(std::find(candidates.begin(), candidates.end(), pick));
+    }
+    return std::nullopt;
+  }
+
+  void SendForward(const std::shared_ptr<Forward>& f) {
+    const auto now = Clock::now();
+    auto finish = [&](Status why) {
+      if (f->last) return f->done(std::move(*f->last), f->last_worker);
+      f->done(std::move(why), "");
+    };
+    if (now >= f->deadline) {
+      return finish(DeadlineExceeded("the request's deadline passed before it was sent"));
+    }
+    std::optional<std::pair<std::string, http::Endpoint>> target;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      const bool retry = !f->tried.empty();
+      if (retry && (f->attempt >= options.max_attempts || f->tried.size() >= ring.size())) {
+        // out of attempts or workers
+      } else if (retry && retry_tokens < 1.0) {
+        ++retries_refused;
+      } else {
+        target = PickLocked(*f, now);
+        if (target) {
+          ++forwards_in_flight;
+          if (retry) {
+            ++retries_total;
+            retry_tokens -= 1.0;
+          } else {
+            retry_tokens = std::min(kRetryCap, retry_tokens + options.retry_budget);
+          }
+        }
+      }
+    }
+    if (!target) {
+      return finish(Unavailable("no ready worker serves model '" + f->model + "'"));
+    }
+    http::ClientRequest req = f->request;  // kept for a retry
+    req.deadline = f->deadline;
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(f->deadline - now).count();
+    req.headers.emplace_back(front::kRequestTimeoutHeader,
+                             std::to_string(std::max<int64_t>(left, 0)));
+    client->Send(target->second, std::move(req),
+                 [this, f, id = target->first](Result<http::ClientResponse> r) {
+                   OnForward(f, id, std::move(r));
+                 });
+  }
+
+  void OnForward(const std::shared_ptr<Forward>& f, const std::string& id,
+                 Result<http::ClientResponse> r) {
+    const auto now = Clock::now();
+    Unload(id, f->cost);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      --forwards_in_flight;
+    }
+    Outcome o = Outcome::kSuccess;
+    if (!r.ok()) {
+      o = Outcome::kFailure;
+    } else if (r->status == 429) {
+      o = Outcome::kBackpressure;
+    } else if (r->status >= 500 || (r->status == 200 && f->valid && !f->valid(*r))) {
+      o = Outcome::kFailure;
+      if (r->status == 200) {
+        r = Status(StatusCode::kUnavailable, "worker " + id + " answered a malformed response");
+      }
+    }
+    RecordOutcome(id, o, now);
+    if (o == Outcome::kSuccess) {
+      try {
+        f->done(std::move(r), id);
+      } catch (const std::exception& e) {
+        log::Error("forwarded response failed", {{"error", e.what()}});
+      }
+      return;
+    }
+    if (!r.ok() && r.status().code() != StatusCode::kDeadlineExceeded) {
+      r = Status(StatusCode::kUnavailable, "worker " + id + ": " + r.status().message());
+    } else if (!r.ok()) {
+      r = DeadlineExceeded("worker " + id + " did not answer before the deadline");
+    }
+    f->last = std::move(r);
+    f->last_worker = id;
+    f->tried.push_back(id);
+    ++f->attempt;
+    SendForward(f);
+  }
+
   // ---- membership and worker info ---------------------------------------------------
   void RefreshWorkers() {
     membership->CheckNow();
@@ -617,7 +794,11 @@ struct GatewayService::Impl {
     if (ec || !v.is_object()) return;
     const auto& o = v.as_object();
     std::vector<front::TextModelInfo> models;
+    std::vector<TensorModelInfo> tensors;
+    std::vector<std::string> names;
+    boost::json::array entries;
     if (auto* ms = o.if_contains("models"); ms && ms->is_array()) {
+      entries = ms->as_array();
       for (const auto& m : ms->as_array()) {
         if (!m.is_object()) continue;
         const auto& mo = m.as_object();
@@ -625,12 +806,18 @@ struct GatewayService::Impl {
           auto* x = mo.if_contains(k);
           return x && x->is_string() ? std::string(x->as_string()) : std::string();
         };
+        if (!str("name").empty()) names.push_back(str("name"));
         auto* ready_v = mo.if_contains("ready");
-        auto* dim = mo.if_contains("dim");
-        if (str("kind") != "text" || !ready_v || !ready_v->is_bool() || !ready_v->as_bool() ||
-            !dim || !dim->is_int64()) {
+        const bool is_ready = ready_v && ready_v->is_bool() && ready_v->as_bool();
+        if (str("kind") == "tensor" && is_ready) {
+          auto* fs = mo.if_contains("feature_size");
+          TensorModelInfo t{str("name"), str("version"),
+                            fs && fs->is_int64() ? fs->as_int64() : int64_t{0}};
+          tensors.push_back(std::move(t));
           continue;
         }
+        auto* dim = mo.if_contains("dim");
+        if (str("kind") != "text" || !is_ready || !dim || !dim->is_int64()) continue;
         front::TextModelInfo info;
         info.name = str("name");
         info.version = str("version");
@@ -650,6 +837,9 @@ struct GatewayService::Impl {
     auto it = workers.find(id);
     if (it == workers.end()) return;
     it->second.models = std::move(models);
+    it->second.tensor_models = std::move(tensors);
+    it->second.all_models = std::move(names);
+    it->second.info_models = std::move(entries);
     it->second.max_batch = max_batch;
     it->second.info_ok = true;
   }
@@ -744,6 +934,7 @@ struct GatewayService::Impl {
         RefreshDns();
         ExpireRegistrations();
         RefreshWorkers();
+        health_rounds.fetch_add(1, std::memory_order_relaxed);
       } catch (const std::exception& e) {
         log::Error("gateway health round failed", {{"error", e.what()}});
       }
@@ -768,12 +959,26 @@ struct GatewayService::Impl {
   std::thread wait_thread;
   bool wait_stopping = false;
   std::atomic<uint64_t> waited{0}, wait_timeouts{0};
+  std::atomic<uint64_t> requests_total{0};    // inference requests that reached admission
+  std::atomic<uint64_t> health_rounds{0};     // health-check rounds run
+  std::atomic<uint64_t> infer_cache_hits{0};  // /infer rows answered from the local tier
+  http::api::ParseLimits parse_limits;
+
+  static std::string ErrorBody(const ApiError& e, http::api::ApiFamily family) {
+    switch (family) {
+      case http::api::ApiFamily::kOpenAi:
+        return http::api::OpenAiErrorBody(e);
+      case http::api::ApiFamily::kKServe:
+        return http::api::KServeErrorBody(e);
+      case http::api::ApiFamily::kTei:
+        break;
+    }
+    return http::api::TeiErrorBody(e);
+  }
 
   void Refuse(http::Responder& r, http::api::ApiFamily family, ApiError e, int retry_after) {
     e = http::api::ForApi(e, family);
-    std::string body = family == http::api::ApiFamily::kOpenAi ? http::api::OpenAiErrorBody(e)
-                                                               : http::api::TeiErrorBody(e);
-    front::Send(r, e.status, std::move(body), {{"retry-after", std::to_string(retry_after)}});
+    front::Send(r, e.status, ErrorBody(e, family), {{"retry-after", std::to_string(retry_after)}});
   }
 
   std::shared_ptr<void> Ticket(Clock::time_point start) {
@@ -792,6 +997,7 @@ struct GatewayService::Impl {
 
   void Admit(const std::shared_ptr<http::Responder>& r, http::api::ApiFamily family,
              Proceed proceed) {
+    requests_total.fetch_add(1, std::memory_order_relaxed);
     if (!ready.load()) {
       return Refuse(*r, family, http::api::TeiUnhealthyError("no worker is ready"), 1);
     }
@@ -983,8 +1189,7 @@ struct GatewayService::Impl {
       e = ApiError{403, "Forbidden",
                    admin ? "this route needs the admin key" : "the API key is not valid", ""};
     }
-    const std::string body = family == http::api::ApiFamily::kOpenAi ? http::api::OpenAiErrorBody(e)
-                                                                     : http::api::TeiErrorBody(e);
+    const std::string body = ErrorBody(e, family);
     std::vector<std::pair<std::string, std::string>> headers;
     if (e.status == 401) headers.emplace_back("www-authenticate", "Bearer");
     front::Send(r, e.status, body, std::move(headers));
@@ -1068,6 +1273,7 @@ struct GatewayService::Impl {
       o["chars_per_token"] = chars_per_token;
     }
     o["coalesced"] = coalescer.coalesced();
+    o["infer_cache_hits"] = infer_cache_hits.load();
     if (redis) {
       const auto rs = redis->stats();
       o["redis"] = boost::json::object{{"hits", rs.hits},
@@ -1082,6 +1288,278 @@ struct GatewayService::Impl {
     }
     o["node_id"] = "gateway";
     front::Send(r, 200, boost::json::serialize(o));
+  }
+
+  // ---- forwarded routes: /infer, KServe v2, /tokenize ---------------------------------
+  // The mesh's /infer model: the first ready worker's default tensor model (its first
+  // ready tensor model with a known feature size, as the worker chooses).
+  std::optional<TensorModelInfo> InferModel() const {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [id, w] : workers) {
+      if (!w.ready || !w.info_ok) continue;
+      for (const auto& t : w.tensor_models) {
+        if (t.feature_size > 0) return t;
+      }
+    }
+    return std::nullopt;
+  }
+
+  // Whether any worker lists `model` (loaded or not), and whether one that is ready has it.
+  bool Lists(const std::string& model) const {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [id, w] : workers) {
+      if (!w.info_ok) continue;
+      if (std::find(w.all_models.begin(), w.all_models.end(), model) != w.all_models.end()) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  // A worker's answer, relayed as it is (status, body, content type, Retry-After); a
+  // transport failure in the family's error shape.
+  static void Relay(http::Responder& r, const Result<http::ClientResponse>& resp,
+                    http::api::ApiFamily family) {
+    if (!resp.ok()) {
+      ApiError e = resp.status().code() == StatusCode::kDeadlineExceeded
+                       ? http::api::ApiErrorFromStatus(resp.status())
+                       : http::api::TeiUnhealthyError(resp.status().message());
+      e = http::api::ForApi(e, family);
+      return front::Send(r, e.status, ErrorBody(e, family));
+    }
+    std::vector<std::pair<std::string, std::string>> headers;
+    if (auto ra = resp->Header("retry-after"); !ra.empty()) {
+      headers.emplace_back("retry-after", std::string(ra));
+    }
+    std::string type(resp->Header("content-type"));
+    front::Send(r, resp->status, resp->body, std::move(headers),
+                type.empty() ? "application/json" : type);
+  }
+
+  std::shared_ptr<Forward> MakeForward(std::string method, const std::string& model,
+                                       std::string target, std::string body, double cost,
+                                       Clock::time_point deadline) {
+    auto f = std::make_shared<Forward>();
+    f->model = model;
+    f->cost = cost;
+    f->deadline = deadline;
+    f->request.method = std::move(method);
+    f->request.target = std::move(target);
+    f->request.body = std::move(body);
+    if (!f->request.body.empty()) f->request.content_type = "application/json";
+    return f;
+  }
+
+  // POST /infer (the seed's one row): keyed by the worker's own cache key, so the row
+  // goes to the worker whose cache holds it; looked up first in the gateway's tiers and
+  // coalesced with identical rows in flight.
+  void HandleInfer(http::Request& q, http::Responder r) {
+    if (!Authorized(q, r, http::api::ApiFamily::kTei, false)) return;
+    auto shared = std::make_shared<http::Responder>(std::move(r));
+    auto body = std::make_shared<std::string>(std::move(q.body));
+    const auto deadline = front::RequestDeadline(q, options.request_timeout);
+    Admit(shared, http::api::ApiFamily::kTei,
+          [this, shared, body, deadline](std::shared_ptr<void> ticket) {
+            RunInfer(shared, body, deadline, std::move(ticket));
+          });
+  }
+
+  void RunInfer(const std::shared_ptr<http::Responder>& shared,
+                const std::shared_ptr<std::string>& body, Clock::time_point deadline,
+                std::shared_ptr<void> ticket) {
+    auto parsed = http::api::ParseSeedInferRequest(*body, parse_limits);
+    if (!parsed.ok()) return front::SendTeiError(*shared, parsed.error());
+    const std::optional<TensorModelInfo> model = InferModel();
+    if (!model) {
+      return front::SendTeiError(
+          *shared, http::api::TeiUnhealthyError("no ready worker serves a tensor model"));
+    }
+    if (static_cast<int64_t>(parsed->input_data.size()) != model->feature_size) {
+      return front::SendTeiError(
+          *shared,
+          http::api::TeiValidationError(
+              "input_data has " + std::to_string(parsed->input_data.size()) + " values; model '" +
+                  model->name + "' expects " + std::to_string(model->feature_size),
+              "input_data"));
+    }
+    KeyBuilder k;  // the worker's key (src/worker/tensor_handlers.cc)
+    k.AddString("tensor").AddString(model->name).AddString(model->version);
+    k.AddString(std::string_view(reinterpret_cast<const char*>(parsed->input_data.data()),
+                                 parsed->input_data.size() * sizeof(float)));
+    std::string material = std::move(k).TakeMaterial();
+    auto request_id = std::make_shared<std::string>(std::move(parsed->request_id));
+    const auto start = Clock::now();
+    auto respond = [shared, request_id, ticket, start](const KeyResult& kr, bool here) {
+      if (kr.error) return front::SendTeiError(*shared, *kr.error);
+      http::api::SeedInferResponse out;
+      out.request_id = *request_id;
+      out.output_data = kr.values;
+      out.node_id = here ? "gateway" : kr.node_id;
+      out.cached = here || kr.cached;
+      out.inference_time_us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - start).count();
+      auto json = http::api::SerializeSeedInferResponse(out);
+      if (!json.ok()) return front::SendTeiError(*shared, json.error());
+      front::Send(*shared, 200, std::move(json).value());
+    };
+    if (cache) {
+      if (auto hit = cache->Lookup(material)) {
+        infer_cache_hits.fetch_add(1, std::memory_order_relaxed);
+        KeyResult kr;
+        kr.values = hit->values;
+        return respond(kr, true);
+      }
+    }
+    if (redis) {
+      auto found = redis->Lookup({material});
+      if (!found.empty() && found[0]) {
+        KeyResult kr;
+        kr.values = found[0]->values;
+        if (cache) cache->Insert(material, found[0]);
+        return respond(kr, true);
+      }
+    }
+    const bool leader =
+        coalescer.Join(material, [respond](const Result<std::shared_ptr<const KeyResult>>& r) {
+          if (!r.ok()) {
+            KeyResult kr;
+            kr.error = http::api::ApiErrorFromStatus(r.status());
+            return respond(kr, false);
+          }
+          respond(**r, false);
+        });
+    if (!leader) return;
+    auto f = MakeForward("POST", model->name, "/infer", *body, kTensorRowCost, deadline);
+    f->keyed = true;
+    f->ring_hash = RingHash(material);
+    f->request.headers.emplace_back("accept", std::string(http::api::kF32ContentType));
+    f->valid = [](const http::ClientResponse& resp) {
+      auto rows = http::api::DecodeF32Rows(resp.body, size_t{1} << 24);
+      return rows.ok() && rows->rows == 1;
+    };
+    f->done = [this, material = std::move(material)](Result<http::ClientResponse> resp,
+                                                     const std::string& worker) {
+      auto kr = std::make_shared<KeyResult>();
+      if (!resp.ok()) {
+        kr->error = resp.status().code() == StatusCode::kDeadlineExceeded
+                        ? http::api::ApiErrorFromStatus(resp.status())
+                        : http::api::TeiUnhealthyError(resp.status().message());
+      } else if (resp->status != 200) {
+        kr->error = ErrorFromWorker(resp->status, resp->body, worker);
+      } else {
+        auto rows = http::api::DecodeF32Rows(resp->body, size_t{1} << 24);  // valid() passed
+        kr->values = std::move(rows->values);
+        kr->node_id = std::string(resp->Header(front::kNodeIdHeader));
+        kr->cached = resp->Header(front::kCachedHeader) == "true";
+        auto row = std::make_shared<front::CachedRow>();
+        row->values = kr->values;
+        if (cache) cache->Insert(material, row);
+        if (redis) redis->Store(material, row);
+      }
+      coalescer.Complete(material, std::shared_ptr<const KeyResult>(kr));
+    };
+    SendForward(f);
+  }
+
+  // POST /v2/models/{model}/infer: to a worker serving the model (the less loaded of two).
+  void HandleKServeInfer(http::Request& q, http::Responder r) {
+    if (!Authorized(q, r, http::api::ApiFamily::kKServe, false)) return;
+    const std::string model = q.path_params["model"];
+    if (!Lists(model)) {
+      return front::SendKServeError(
+          r, http::api::ApiErrorFromStatus(NotFound("model '" + model + "' not found")));
+    }
+    auto shared = std::make_shared<http::Responder>(std::move(r));
+    const double cost = std::max(kTensorRowCost, static_cast<double>(q.body.size()) / 64);
+    auto f = MakeForward(q.method, model, q.path, std::move(q.body), cost,
+                         front::RequestDeadline(q, options.request_timeout));
+    Admit(shared, http::api::ApiFamily::kKServe, [this, shared, f](std::shared_ptr<void> ticket) {
+      f->done = [shared, ticket](Result<http::ClientResponse> resp, const std::string&) {
+        Relay(*shared, resp, http::api::ApiFamily::kKServe);
+      };
+      SendForward(f);
+    });
+  }
+
+  // GET /v2/models/{model}[/ready]: answered by a worker that lists the model.
+  void HandleKServeModel(http::Request& q, http::Responder r) {
+    if (!Authorized(q, r, http::api::ApiFamily::kKServe, false)) return;
+    const std::string model = q.path_params["model"];
+    if (!Lists(model)) {
+      return front::SendKServeError(
+          r, http::api::ApiErrorFromStatus(NotFound("model '" + model + "' not found")));
+    }
+    auto shared = std::make_shared<http::Responder>(std::move(r));
+    auto f = MakeForward("GET", model, q.path, "", 0, Clock::now() + options.health.timeout);
+    f->done = [shared](Result<http::ClientResponse> resp, const std::string&) {
+      Relay(*shared, resp, http::api::ApiFamily::kKServe);
+    };
+    // A model that failed to load on every worker is eligible nowhere: ask a worker that
+    // lists it, for its 503 and its reason.
+    std::optional<http::Endpoint> lister;
+    {
+      const auto now = Clock::now();
+      std::lock_guard<std::mutex> lock(mu);
+      bool eligible = false;
+      for (const auto& [id, w] : workers) eligible = eligible || Eligible(w, model, now);
+      for (const auto& [id, w] : workers) {
+        if (eligible || lister) break;
+        if (w.ready && w.info_ok &&
+            std::find(w.all_models.begin(), w.all_models.end(), model) != w.all_models.end()) {
+          lister = w.endpoint;
+        }
+      }
+    }
+    if (!lister) return SendForward(f);
+    http::ClientRequest req = f->request;
+    req.deadline = f->deadline;
+    client->Send(*lister, std::move(req), [shared](Result<http::ClientResponse> resp) {
+      Relay(*shared, resp, http::api::ApiFamily::kKServe);
+    });
+  }
+
+  // POST /tokenize: to a worker serving the default text model.
+  void HandleTokenize(http::Request& q, http::Responder r) {
+    if (!Authorized(q, r, http::api::ApiFamily::kTei, false)) return;
+    const std::optional<front::TextModelInfo> model = ModelFor("");
+    if (!model) {
+      return front::SendTeiError(r, http::api::TeiUnhealthyError("no text model is served here"));
+    }
+    auto shared = std::make_shared<http::Responder>(std::move(r));
+    double cost = 1;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      cost = std::ceil(static_cast<double>(q.body.size()) / chars_per_token / 4);  // no compute
+    }
+    auto f = MakeForward("POST", model->name, "/tokenize", std::move(q.body), cost,
+                         front::RequestDeadline(q, options.request_timeout));
+    Admit(shared, http::api::ApiFamily::kTei, [this, shared, f](std::shared_ptr<void> ticket) {
+      f->done = [shared, ticket](Result<http::ClientResponse> resp, const std::string&) {
+        Relay(*shared, resp, http::api::ApiFamily::kTei);
+      };
+      SendForward(f);
+    });
+  }
+
+  // GET /health/thread-pools: the gateway's own threads in the seed's table.
+  std::vector<http::api::SeedThreadPool> ThreadPoolTable() {
+    std::vector<http::api::SeedThreadPool> rows;
+    // I/O threads never block on a request; "active" is what they serve now: admitted
+    // requests not yet answered.
+    rows.push_back({"io", options.io_threads, limiter.in_flight(), 0,
+                    static_cast<int64_t>(requests_total.load())});
+    const http::HttpClient::Stats cs = client->stats();
+    int64_t upstream = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      upstream = subs_in_flight + forwards_in_flight;
+    }
+    rows.push_back({"upstream_io", 1, upstream, static_cast<int64_t>(cs.waiting),
+                    static_cast<int64_t>(cs.requests)});
+    rows.push_back({"admission", 1, 0, static_cast<int64_t>(waiting_count.load()),
+                    static_cast<int64_t>(waited.load())});
+    rows.push_back({"health", 1, 0, 0, static_cast<int64_t>(health_rounds.load())});
+    return rows;
   }
 
   void HandleInfo(http::Request&, http::Responder r) {
@@ -1100,12 +1578,33 @@ struct GatewayService::Impl {
     http::ClientRequest req;
     req.target = "/info";
     req.deadline = Clock::now() + options.health.timeout;
-    client->Send(*ep, req, [shared](Result<http::ClientResponse> resp) {
-      if (!resp.ok() || resp->status != 200) {
+    // Its TEI fields, with the models of every ready worker (each name once).
+    boost::json::array models;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      std::set<std::string> seen;
+      for (const auto& [id, w] : workers) {
+        if (!w.ready || !w.info_ok) continue;
+        for (const auto& m : w.info_models) {
+          const auto* name = m.is_object() ? m.as_object().if_contains("name") : nullptr;
+          if (name && name->is_string() && seen.insert(std::string(name->as_string())).second) {
+            models.push_back(m);
+          }
+        }
+      }
+    }
+    client->Send(*ep, req, [shared, models](Result<http::ClientResponse> resp) {
+      boost::system::error_code ec;
+      boost::json::value v;
+      if (resp.ok() && resp->status == 200) v = boost::json::parse(resp->body, ec);
+      if (!resp.ok() || resp->status != 200 || ec || !v.is_object()) {
         return front::SendTeiError(
             *shared, http::api::TeiUnhealthyError("the worker asked for /info did not answer"));
       }
-      front::Send(*shared, 200, resp->body);
+      auto& o = v.as_object();
+      o["models"] = models;
+      o["node_id"] = "gateway";
+      front::Send(*shared, 200, boost::json::serialize(o));
     });
   }
 
@@ -1252,6 +1751,34 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   router->Add("POST", "/v1/embeddings", [&im](http::Request& q, http::Responder r) {
     if (!im.Authorized(q, r, Family::kOpenAi, false)) return;
     im.front->HandleOpenAi(q, std::move(r));
+  });
+  router->Add("POST", "/infer",
+              [&im](http::Request& q, http::Responder r) { im.HandleInfer(q, std::move(r)); });
+  router->Add("POST", "/tokenize",
+              [&im](http::Request& q, http::Responder r) { im.HandleTokenize(q, std::move(r)); });
+  router->Add("POST", "/v2/models/{model}/infer", [&im](http::Request& q, http::Responder r) {
+    im.HandleKServeInfer(q, std::move(r));
+  });
+  router->Add("GET", "/v2/models/{model}", [&im](http::Request& q, http::Responder r) {
+    im.HandleKServeModel(q, std::move(r));
+  });
+  router->Add("GET", "/v2/models/{model}/ready", [&im](http::Request& q, http::Responder r) {
+    im.HandleKServeModel(q, std::move(r));
+  });
+  router->Add("GET", "/v2", [](http::Request&, http::Responder r) {
+    http::api::KServeServerMetadata md;
+    md.version = kVersion;
+    front::Send(r, 200, http::api::SerializeKServeServerMetadata(md));
+  });
+  router->Add("GET", "/v2/health/live", [](http::Request&, http::Responder r) {
+    front::Send(r, 200, http::api::SerializeKServeLive(true));
+  });
+  router->Add("GET", "/v2/health/ready", [&im](http::Request&, http::Responder r) {
+    const bool ok = im.ready.load();
+    front::Send(r, ok ? 200 : 503, http::api::SerializeKServeReady(ok));
+  });
+  router->Add("GET", "/health/thread-pools", [&im](http::Request&, http::Responder r) {
+    front::Send(r, 200, http::api::SerializeSeedThreadPools(im.ThreadPoolTable()));
   });
   router->Add("GET", "/admin/workers", [&im](http::Request& q, http::Responder r) {
     if (!im.Authorized(q, r, Family::kTei, true)) return;

@@ -31,9 +31,14 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
   k.AddString(std::string_view(reinterpret_cast<const char*>(parsed->input_data.data()),
                                parsed->input_data.size() * sizeof(float)));
   std::string material = std::move(k).TakeMaterial();
+  // The gateway's hop asks for the row as binary float32 (exact, no text formatting),
+  // with the node and whether it was cached in headers.
+  const bool binary =
+      req.Header("accept").find(http::api::kF32ContentType) != std::string_view::npos;
   if (cache) {
     if (auto hit = cache->Lookup(material)) {
       cache_hits.fetch_add(1, std::memory_order_relaxed);
+      if (binary) return SendInferRow(responder, hit->values, true);
       http::api::SeedInferResponse out;
       out.request_id = parsed->request_id;
       out.output_data = hit->values;
@@ -47,12 +52,12 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
   auto shared = std::make_shared<Responder>(std::move(responder));
   TensorBatchItem item;
   item.input = std::move(parsed->input_data);
-  item.deadline = req.received + options.request_timeout;
+  item.deadline = front::RequestDeadline(req, options.request_timeout);
   item.cancel = shared->cancel_flag();
   auto request_id = std::make_shared<std::string>(std::move(parsed->request_id));
   auto key = std::make_shared<std::string>(std::move(material));
-  item.done = [this, shared, ticket, request_id, key](Result<std::vector<float>> r,
-                                                      BatchTimings t) {
+  item.done = [this, shared, ticket, request_id, key, binary](Result<std::vector<float>> r,
+                                                              BatchTimings t) {
     if (!r.ok()) {
       CountDropped(r.status());
       return SendTeiError(*shared, http::api::ApiErrorFromStatus(r.status()));
@@ -60,6 +65,7 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
     auto row = std::make_shared<CachedRow>();
     row->values = std::move(r).value();
     if (cache) cache->Insert(*key, row);
+    if (binary) return SendInferRow(*shared, row->values, false);
     http::api::SeedInferResponse out;
     out.request_id = *request_id;
     out.output_data = row->values;
@@ -74,6 +80,15 @@ void WorkerService::Impl::HandleInfer(Request& req, Responder responder) {
     metrics->rejected.WithLabels({"queue_full"}).Inc();
     SendTeiError(*shared, http::api::ApiErrorFromStatus(s));
   }
+}
+
+void WorkerService::Impl::SendInferRow(Responder& responder, const std::vector<float>& row,
+                                       bool cached) {
+  auto body = http::api::EncodeF32Rows({row.data(), 1, row.size()});
+  if (!body.ok()) return SendTeiError(responder, http::api::ApiErrorFromStatus(body.status()));
+  Send(responder, 200, std::move(body).value(),
+       {{front::kNodeIdHeader, NodeId()}, {front::kCachedHeader, cached ? "true" : "false"}},
+       std::string(http::api::kF32ContentType));
 }
 
 void WorkerService::Impl::HandleHealth(Request&, Responder responder) {
@@ -256,7 +271,7 @@ void WorkerService::Impl::HandleKServeInfer(Request& req, Responder responder) {
   auto shared = std::make_shared<Responder>(std::move(responder));
   auto request = std::make_shared<http::api::KServeInferRequest>(std::move(parsed).value());
   auto shared_feeds = std::make_shared<decltype(feeds)>(std::move(feeds));
-  const auto deadline = req.received + options.request_timeout;
+  const auto deadline = front::RequestDeadline(req, options.request_timeout);
   kserve_pool->Submit([this, m, shared, request, shared_feeds, ticket, deadline] {
     auto fail = [&](const Status& s) {
       SendKServeError(*shared, http::api::ApiErrorFromStatus(s));

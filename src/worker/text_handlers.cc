@@ -250,6 +250,8 @@ void WorkerService::Impl::HandleInfo(Request&, Responder responder) {
       o["dim"] = m->text->dim();
       o["normalize"] = m->text->normalize_by_default();
     }
+    // What a gateway needs to route /infer rows by the worker's own cache key.
+    if (m->ok() && m->kind == ModelKind::kTensor) o["feature_size"] = m->feature_size;
     models.push_back(std::move(o));
   }
   if (!body.empty() && body.back() == '}') {

@@ -188,6 +188,131 @@ class Batches(unittest.TestCase):
         self.assertIn("token-id inputs", g.text)
 
 
+MLP = "mlp-demo"  # the demo repository's tensor model: [batch, 64] -> [batch, 16]
+
+
+def mlp_row(i):
+    return [((k * 7 + i * 3) % 13) / 13.0 - 0.5 + i * 1e-3 for k in range(64)]
+
+
+class ForwardedRoutes(unittest.TestCase):
+    """The worker's other routes through the gateway: /infer rows by cache key, KServe v2,
+    /tokenize, /info across workers, the gateway's own /v2 and /health/thread-pools."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workers = [Worker() for _ in range(3)]
+        cls.gw = Gateway(cls.workers)
+        cls.nodes = {w.get("/health").json()["node_id"] for w in cls.workers}
+
+    def test_infer_rows_equal_the_workers_and_are_cached(self):
+        for i in range(12):
+            x = mlp_row(i)
+            g = self.gw.post("/infer", {"request_id": f"r{i}", "input_data": x})
+            self.assertEqual(g.status_code, 200, g.text)
+            body = g.json()
+            self.assertEqual(body["request_id"], f"r{i}")
+            self.assertIn(body["node_id"], self.nodes)
+            want = self.workers[i % 3].post("/infer", {"request_id": "w", "input_data": x})
+            self.assertLessEqual(max_diff([body["output_data"]], [want.json()["output_data"]]),
+                                 1e-6)
+            # The same row again: the gateway's own tier answers it.
+            again = self.gw.post("/infer", {"request_id": "again", "input_data": x}).json()
+            self.assertEqual((again["node_id"], again["cached"]), ("gateway", True))
+            self.assertEqual(again["output_data"], body["output_data"])
+            self.assertEqual(again["request_id"], "again")
+        self.assertGreaterEqual(self.gw.stats()["infer_cache_hits"], 12)
+
+    def test_infer_rows_go_to_their_owner(self):
+        # With the gateway's cache off, a repeated row reaches the worker that computed it,
+        # whose cache answers it; different rows spread over the workers.
+        gw = Gateway(self.workers, ["cache.max_bytes=0"], name="nocache-infer")
+        try:
+            first = {}
+            for i in range(100, 130):
+                r = gw.post("/infer", {"request_id": "a", "input_data": mlp_row(i)})
+                self.assertEqual(r.status_code, 200, r.text)
+                first[i] = r.json()["node_id"]
+            self.assertGreater(len(set(first.values())), 1, first)
+            for i in range(100, 130):
+                r = gw.post("/infer", {"request_id": "b", "input_data": mlp_row(i)}).json()
+                self.assertEqual((r["node_id"], r["cached"]), (first[i], True), i)
+        finally:
+            gw.stop()
+
+    def test_concurrent_identical_rows_share_one_call(self):
+        x = mlp_row(999)
+        before = self.gw.stats()["coalesced"]
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            rs = list(ex.map(lambda k: requests.post(
+                self.gw.url + "/infer", json={"request_id": str(k), "input_data": x},
+                timeout=30), range(32)))
+        self.assertTrue(all(r.status_code == 200 for r in rs), [r.text for r in rs])
+        self.assertEqual(len({json.dumps(r.json()["output_data"]) for r in rs}), 1)
+        self.assertEqual({r.json()["request_id"] for r in rs}, {str(k) for k in range(32)})
+        # Some waited for the first call (in flight or cached; never 32 upstream calls).
+        hits = self.gw.stats()["coalesced"] - before
+        self.assertGreaterEqual(hits + self.gw.stats()["infer_cache_hits"], 1)
+
+    def test_bad_infer_answers_as_the_worker_would(self):
+        cases = [b'{"input_data": [1,,2]}', {"request_id": "q", "input_data": [1.0] * 5},
+                 {"request_id": 5, "input_data": mlp_row(0)}, {"request_id": "q"}]
+        for body in cases:
+            with self.subTest(body=str(body)[:50]):
+                g = self.gw.post("/infer", body)
+                w = self.workers[0].post("/infer", body)
+                self.assertEqual(g.status_code, w.status_code, g.text)
+                self.assertEqual(g.json(), w.json())
+
+    def test_kserve_through_the_gateway(self):
+        w = self.workers[1]
+        for path in (f"/v2/models/{MLP}", f"/v2/models/{MLP}/ready",
+                     "/v2/models/bge-small-demo"):
+            g = self.gw.get(path)
+            self.assertEqual((g.status_code, g.json()), (w.get(path).status_code,
+                                                         w.get(path).json()), path)
+        g = self.gw.get("/v2/models/no-such-model")
+        self.assertEqual(g.status_code, 404, g.text)
+        self.assertIn("no-such-model", g.json()["error"])
+        body = {"id": "k1", "inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32",
+                                         "data": mlp_row(3) + mlp_row(4)}]}
+        g = self.gw.post(f"/v2/models/{MLP}/infer", body)
+        self.assertEqual(g.status_code, 200, g.text)
+        want = w.post(f"/v2/models/{MLP}/infer", body).json()
+        got = g.json()
+        self.assertEqual((got["id"], got["model_name"]), ("k1", MLP))
+        self.assertLessEqual(max_diff([got["outputs"][0]["data"]], [want["outputs"][0]["data"]]),
+                             1e-6)
+        # The worker's errors come back as it answered them.
+        for bad in ({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                                 "data": [1.0]}]}, {"inputs": "x"}):
+            g = self.gw.post(f"/v2/models/{MLP}/infer", bad)
+            ww = w.post(f"/v2/models/{MLP}/infer", bad)
+            self.assertEqual((g.status_code, g.json()), (ww.status_code, ww.json()))
+        g = self.gw.post("/v2/models/bge-small-demo/infer", body)
+        self.assertEqual(g.status_code, 400, g.text)
+        self.assertIn("text model", g.json()["error"])
+        self.assertEqual(self.gw.get("/v2/health/ready").json(), {"ready": True})
+        self.assertEqual(self.gw.get("/v2/health/live").status_code, 200)
+        self.assertEqual(self.gw.get("/v2").json()["name"], "infermesh")
+
+    def test_tokenize_info_and_thread_pools(self):
+        body = {"inputs": ["hello world", "a second text"], "add_special_tokens": True}
+        g = self.gw.post("/tokenize", body)
+        self.assertEqual(g.status_code, 200, g.text)
+        self.assertEqual(g.json(), self.workers[0].post("/tokenize", body).json())
+        info = self.gw.get("/info").json()
+        self.assertEqual({m["name"] for m in info["models"]}, {"bge-small-demo", MLP})
+        self.assertEqual(info["model_id"], "bge-small-demo")
+        pools = self.gw.get("/health/thread-pools").json()
+        names = [p["name"] for p in pools["pools"]]
+        self.assertEqual(names, ["io", "upstream_io", "admission", "health"])
+        health = next(p for p in pools["pools"] if p["name"] == "health")
+        self.assertGreater(health["completed"], 0)
+        io = next(p for p in pools["pools"] if p["name"] == "io")
+        self.assertGreater(io["completed"], 0)
+
+
 class DeadWorker(unittest.TestCase):
     """kill -9 one of three workers under load: no client sees an error, its breaker opens,
     and it gets traffic again once it is back."""
@@ -205,12 +330,18 @@ class DeadWorker(unittest.TestCase):
             s = requests.Session()
             i = 0
             while not stop.is_set():
-                body = {"inputs": [f"client {k} request {i} item {j}" for j in range(8)]}
+                # Client 0 sends /infer rows (keyed, forwarded whole), the others batches.
+                infer = k == 0
+                if infer:
+                    path, body = "/infer", {"request_id": "d", "input_data": mlp_row(5000 + i)}
+                else:
+                    path = "/embed"
+                    body = {"inputs": [f"client {k} request {i} item {j}" for j in range(8)]}
                 i += 1
                 try:
-                    r = s.post(gw.url + "/embed", json=body, timeout=30)
+                    r = s.post(gw.url + path, json=body, timeout=30)
                     with lock:
-                        if r.status_code == 200 and len(r.json()) == 8:
+                        if r.status_code == 200 and (infer or len(r.json()) == 8):
                             ok[0] += 1
                         else:
                             errors.append((r.status_code, r.text[:200]))

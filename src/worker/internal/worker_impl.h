@@ -171,6 +171,8 @@ struct WorkerService::Impl {
   void HandleInfo(Request&, Responder responder);
   // ---- seed /infer and /health ---------------------------------------------
   void HandleInfer(Request& req, Responder responder);
+  // The gateway's binary hop: one float32 row, x-node-id and x-cached headers.
+  void SendInferRow(Responder& responder, const std::vector<float>& row, bool cached);
   void HandleHealth(Request&, Responder responder);
   void HandleThreadPools(Request&, Responder responder);
   // POST /health/thread-pools/log-status: logs the table, then answers it.
