@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker bench-gateway format format-check sanitize-build clean
+.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker bench-gateway bench-ring-sim format format-check sanitize-build clean
 
 all: build
 
@@ -60,6 +60,11 @@ bench-worker: build
 # minutes; prints a table and writes bench/results/gateway.json.
 bench-gateway: build
 	@$(GATEWAY_BENCH)
+
+# The gateway's ring for 3 to 1,000 workers, simulated (issue 9 (e); bench-gateway runs it
+# too): about 25 s; prints a table and writes bench/results/ring_sim.json.
+bench-ring-sim: build
+	@$(BUILD)/bench/ring_sim --json bench/results/ring_sim.json
 
 format:
 	@git ls-files '*.cc' '*.h' '*.cpp' | xargs clang-format -i

@@ -19,8 +19,11 @@ Workloads (closed loop over 64 keep-alive connections, one 16-token text a reque
        worker;
   (b) the seed's published benchmark: 50 concurrent clients, closed loop, a repeating
       input set of 100 texts, through the gateway (the seed: 522 req/s, p99 164.3 ms).
-Not measured yet: (c) overload at 3x, (d) 512-input batches, (e) the ring simulation;
-their figures are null in the JSON.
+  (e) beyond this machine, simulated: the build's `ring_sim` (bench/sim/ring_sim.cc, the
+      real ring for 3 to 1,000 workers, about 25 s) runs after the live cases; its JSON
+      is bench/results/ring_sim.json and the "ring_sim" key here.
+Not measured yet: (c) overload at 3x, (d) 512-input batches; their figures are null in
+the JSON.
 
 Prints a table and writes bench/results/gateway.json.
 """
@@ -41,6 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = os.path.join(ROOT, "build", "bench-worker-models")
 MODEL = os.path.join(MODELS, "bge-small-demo")
 RESULTS = os.path.join(ROOT, "bench", "results", "gateway.json")
+RING_RESULTS = os.path.join(ROOT, "bench", "results", "ring_sim.json")
 TOKENS = 16
 RUN_S, WARMUP_S = 12, 2
 CONNECTIONS = 64
@@ -129,6 +133,28 @@ def opened(binary, url, seed, rate):
                           "--duration", RUN_S, "--warmup", WARMUP_S])
 
 
+def ring_sim(binary):
+    """(e): runs the ring_sim built beside `binary` (build/<preset>/bench/ring_sim)."""
+    build = os.path.dirname(os.path.dirname(os.path.dirname(binary)))
+    sim = next((p for p in (os.path.join(build, "bench", "ring_sim"),
+                            os.path.join(build, "bench", "sim", "ring_sim"))
+                if os.access(p, os.X_OK)), None)
+    if sim is None:
+        print(f"WARNING: no ring_sim under {build}/bench; (e) not run")
+        return None
+    print("(e) the ring for 3 to 1,000 workers, simulated (ring_sim)")
+    subprocess.run([sim, "--json", RING_RESULTS], check=True)
+    with open(RING_RESULTS) as f:
+        return json.load(f)
+
+
+def ring_figure(sim, workers, stream, c):
+    if sim is None:
+        return None
+    return next(r["max_over_mean"] for r in sim["load"]["rows"]
+                if r["workers"] == workers and r["stream"] == stream and r["c"] == c)
+
+
 def main():
     binary = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         ROOT, "build", "release", "apps", "infermesh", "infermesh"))
@@ -165,6 +191,9 @@ def main():
         for w in workers:
             w.stop()
 
+    sim = ring_sim(binary)
+    moved = None if sim is None else {r["workers"]: r for r in sim["keys_moved"]["rows"]}
+
     def rps(k):
         return runs[k]["throughput_rps"]
 
@@ -186,6 +215,15 @@ def main():
         "seed_p99_vs_published": round(lat("seed_gateway", "p99") / SEED_P99_MS, 4),
         "overload_goodput_fraction": None,
         "overload_p99_vs_half_load": None,
+        # (e) at 1,000 workers: max/mean outstanding tokens over time (unique texts, and
+        # Zipf repeats with nothing cached), bounded = the gateway's c = 1.25; keys moved
+        # when one worker joins or leaves, over the ideal 1/(N+1) or 1/N.
+        "ring_max_over_mean_unbounded_1000": ring_figure(sim, 1000, "unique", None),
+        "ring_max_over_mean_bounded_1000": ring_figure(sim, 1000, "unique", 1.25),
+        "ring_max_over_mean_unbounded_1000_zipf": ring_figure(sim, 1000, "zipf", None),
+        "ring_max_over_mean_bounded_1000_zipf": ring_figure(sim, 1000, "zipf", 1.25),
+        "ring_join_keys_moved_vs_ideal_1000": moved and moved[1000]["join_vs_ideal"],
+        "ring_leave_keys_moved_vs_ideal_1000": moved and moved[1000]["leave_vs_ideal"],
         "targets": {"unique_vs_haproxy": ">= 0.95", "repeat_vs_haproxy": ">= 2",
                     "added_p99_ms_half_load": "<= 1", "seed_rps_vs_published": ">= 40",
                     "seed_p99_vs_published": "<= 0.05"},
@@ -200,9 +238,9 @@ def main():
         "model": "bge-small-demo (bge-small-shaped BERT, random weights), 16-token texts",
         "notes": ("Three workers, the front, HAProxy and the load generator share 2 cores, so "
                   "the unique case measures how much CPU each front leaves the workers. "
-                  "Not measured yet: (c) overload at 3x, (d) 512-input batches, (e) ring "
-                  "simulation."),
+                  "Not measured yet: (c) overload at 3x, (d) 512-input batches."),
         "details": runs,
+        "ring_sim": sim,
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as f:
@@ -222,6 +260,14 @@ def main():
           f"{result['seed_rps_vs_published']:8.1f}  >= 40 (vs the seed's published)")
     print(f"{'(b) seed benchmark, p99 ms':34} {SEED_P99_MS:12.1f} {result['seed_p99_ms']:12.2f} "
           f"{result['seed_p99_vs_published']:8.3f}  <= 0.05")
+    if sim is not None:
+        print(f"(e) 1,000 workers simulated, max/mean load: unique texts "
+              f"{result['ring_max_over_mean_unbounded_1000']:.2f} unbounded, "
+              f"{result['ring_max_over_mean_bounded_1000']:.2f} bounded (c = 1.25); Zipf "
+              f"{result['ring_max_over_mean_unbounded_1000_zipf']:.1f}, "
+              f"{result['ring_max_over_mean_bounded_1000_zipf']:.2f}; keys moved vs ideal: "
+              f"join {result['ring_join_keys_moved_vs_ideal_1000']:.2f}, "
+              f"leave {result['ring_leave_keys_moved_vs_ideal_1000']:.2f}")
     bad = {k: v for k, v in result["errors"].items() if v}
     if bad:
         print(f"WARNING: client errors: {bad}")
