@@ -77,6 +77,14 @@ struct KeyResult {
 };
 using KeyCoalescer = Coalescer<std::shared_ptr<const KeyResult>>;
 
+// The attempts at one sub-batch: the first, its retries and its hedge. Exactly one of them
+// settles it (completes its inputs, with rows or an error); the others' answers are dropped.
+struct AttemptGroup {
+  std::atomic<bool> settled{false};
+  std::atomic<int> in_flight{0};  // attempts sent and not answered
+  std::atomic<bool> hedged{false};
+};
+
 // A sub-batch on its way to a worker.
 struct Sub {
   std::string model;
@@ -91,6 +99,10 @@ struct Sub {
   int attempt = 0;
   bool is_retry = false;
   std::vector<std::string> tried;
+  Clock::time_point sent_at;  // the current attempt's
+  std::shared_ptr<AttemptGroup> group = std::make_shared<AttemptGroup>();
+  std::string first_worker;  // where the first attempt went (set before it is sent)
+  bool is_hedge = false;
 };
 
 // A whole request forwarded to one worker (an /infer row, a KServe call, /tokenize,
@@ -110,6 +122,7 @@ struct Forward {
   Done done;
   int attempt = 0;
   std::vector<std::string> tried;
+  Clock::time_point sent_at;                         // the current attempt's
   std::optional<Result<http::ClientResponse>> last;  // the last attempt's answer
   std::string last_worker;
 };
@@ -387,12 +400,15 @@ struct GatewayService::Impl {
           sub->est_tokens += sub->ests.back();
         }
         sub->ring_hash = RingHash(sub->materials.front());
+        sub->first_worker = id;
         Dispatch(sub, id);
       }
     }
   }
 
+  // Settles `sub`'s group with `result` for every input, unless another attempt did.
   void Complete(const Sub& sub, const std::shared_ptr<const KeyResult>& result) {
+    if (sub.group->settled.exchange(true)) return;
     for (const auto& m : sub.materials) coalescer.Complete(m, result);
   }
   void Fail(const Sub& sub, ApiError e) {
@@ -406,6 +422,7 @@ struct GatewayService::Impl {
     const auto now = Clock::now();
     if (now >= sub->deadline) {
       Unload(id, *sub);
+      if (sub->is_hedge) return;  // the first attempt answers
       return Fail(*sub, http::api::ApiErrorFromStatus(
                             DeadlineExceeded("the request's deadline passed before it was sent")));
     }
@@ -433,6 +450,7 @@ struct GatewayService::Impl {
     }
     if (!allowed) {
       Unload(id, *sub);
+      if (sub->is_hedge) return;
       return RetryOrFail(
           sub, id,
           ApiError{503, "Unhealthy", "worker " + id + (gone ? " was removed" : " circuit is open"),
@@ -458,9 +476,128 @@ struct GatewayService::Impl {
         std::chrono::duration_cast<std::chrono::milliseconds>(sub->deadline - now).count();
     req.headers.emplace_back(front::kRequestTimeoutHeader,
                              std::to_string(std::max<int64_t>(left, 0)));
+    sub->sent_at = now;
+    sub->group->in_flight.fetch_add(1);
+    if (options.hedging && !sub->is_hedge && !sub->is_retry && sub->tried.empty()) {
+      if (auto delay = HedgeDelay()) {
+        std::lock_guard<std::mutex> lock(hedge_mu);
+        hedge_queue.emplace(now + *delay, sub);
+        hedge_cv.notify_one();
+      }
+    }
     client->Send(ep, std::move(req), [this, sub, id](Result<http::ClientResponse> r) {
       OnResponse(sub, id, std::move(r));
     });
+  }
+
+  // ---- hedging (gateway.hedging) ----------------------------------------------------
+  // A sub-batch still unanswered after the hedge delay (gateway.hedge_delay, or the
+  // observed p95 of sub-batch round trips) is sent once more, to the next eligible worker
+  // on its ring; the first answer settles it and the other is dropped. A hedge takes a
+  // token from the retry budget, so hedges and retries together stay within it.
+  std::mutex hedge_mu;
+  std::condition_variable hedge_cv;
+  std::multimap<Clock::time_point, std::weak_ptr<Sub>> hedge_queue;
+  std::thread hedge_thread;
+  bool hedge_stopping = false;
+  std::vector<double> rtt_window;  // under mu: recent sub-batch RTTs (ms), a ring
+  size_t rtt_next = 0;
+  double rtt_p95_ms = 0;  // under mu; 0 until kRttWindow / 4 samples
+  static constexpr size_t kRttWindow = 256;
+  uint64_t hedges_sent = 0, hedges_refused = 0;  // under mu
+  std::atomic<uint64_t> hedges_won{0}, answers_dropped{0};
+
+  std::optional<Clock::duration> HedgeDelay() {
+    if (options.hedge_delay.count() > 0) return options.hedge_delay;
+    std::lock_guard<std::mutex> lock(mu);
+    if (rtt_p95_ms <= 0) return std::nullopt;
+    return std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double, std::milli>(rtt_p95_ms));
+  }
+
+  void RecordRtt(Clock::duration rtt) {  // under mu
+    const double ms = std::chrono::duration<double, std::milli>(rtt).count();
+    if (rtt_window.size() < kRttWindow) {
+      rtt_window.push_back(ms);
+    } else {
+      rtt_window[rtt_next] = ms;
+    }
+    rtt_next = (rtt_next + 1) % kRttWindow;
+    if (rtt_window.size() >= kRttWindow / 4 && rtt_next % 16 == 0) {
+      std::vector<double> v = rtt_window;
+      auto at = v.begin() + static_cast<std::ptrdiff_t>(v.size() * 95 / 100);
+      std::nth_element(v.begin(), at, v.end());
+      rtt_p95_ms = *at;
+    }
+  }
+
+  void HedgeLoop() {
+    std::unique_lock<std::mutex> lock(hedge_mu);
+    while (!hedge_stopping) {
+      if (hedge_queue.empty()) {
+        hedge_cv.wait(lock);
+        continue;
+      }
+      const auto when = hedge_queue.begin()->first;
+      if (Clock::now() < when) {
+        hedge_cv.wait_until(lock, when);
+        continue;
+      }
+      std::weak_ptr<Sub> weak = hedge_queue.begin()->second;
+      hedge_queue.erase(hedge_queue.begin());
+      lock.unlock();
+      try {
+        if (auto sub = weak.lock()) Hedge(sub);
+      } catch (const std::exception& e) {
+        log::Error("hedge failed", {{"error", e.what()}});
+      }
+      lock.lock();
+    }
+  }
+
+  void Hedge(const std::shared_ptr<Sub>& sub) {
+    const auto now = Clock::now();
+    AttemptGroup& g = *sub->group;
+    // Only while the first attempt is still out (a failed one is being retried instead).
+    if (g.settled.load() || g.in_flight.load() == 0 || now >= sub->deadline) return;
+    if (g.hedged.exchange(true)) return;
+    std::optional<std::string> next;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (retry_tokens < 1.0) {
+        ++hedges_refused;
+        return;
+      }
+      for (size_t i : ring.Successors(sub->ring_hash, ring.size())) {
+        const std::string& cand = ring.members()[i];
+        if (cand == sub->first_worker) continue;
+        auto it = workers.find(cand);
+        if (it == workers.end() || !Eligible(it->second, sub->model, now)) continue;
+        next = cand;
+        it->second.outstanding += sub->est_tokens;
+        retry_tokens -= 1.0;
+        ++hedges_sent;
+        break;
+      }
+    }
+    if (!next) return;
+    // Only the fields no other thread writes: the first attempt may be answering now.
+    auto h = std::make_shared<Sub>();
+    h->model = sub->model;
+    h->materials = sub->materials;
+    h->texts = sub->texts;
+    h->ests = sub->ests;
+    h->est_tokens = sub->est_tokens;
+    h->truncate = sub->truncate;
+    h->direction = sub->direction;
+    h->deadline = sub->deadline;
+    h->ring_hash = sub->ring_hash;
+    h->group = sub->group;
+    h->is_hedge = true;
+    h->attempt = 1;
+    h->tried = {sub->first_worker};
+    h->first_worker = *next;
+    Dispatch(h, *next);
   }
 
   void Unload(const std::string& id, const Sub& sub) { Unload(id, sub.est_tokens); }
@@ -495,7 +632,15 @@ struct GatewayService::Impl {
       --subs_in_flight;
       if (sub->is_retry) --retries_in_flight;
     }
+    // Attempts of this sub-batch still out besides this one (a hedge or the first).
+    const int others = sub->group->in_flight.fetch_sub(1) - 1;
     auto record = [&](Outcome o) { RecordOutcome(id, o, now); };
+    // A failed attempt retries only when no other attempt is out to settle it.
+    auto RetryOrFail = [&](const std::shared_ptr<Sub>& s, const std::string& w, ApiError e,
+                           bool was_sent) {
+      if (s->group->settled.load() || others > 0) return;
+      this->RetryOrFail(s, w, std::move(e), was_sent);
+    };
     if (!r.ok()) {
       record(Outcome::kFailure);
       const Status& s = r.status();
@@ -530,6 +675,16 @@ struct GatewayService::Impl {
                            true);
       }
       record(Outcome::kSuccess);
+      limiter.Sample(now - sub->sent_at, now);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        RecordRtt(now - sub->sent_at);
+      }
+      if (sub->group->settled.exchange(true)) {
+        answers_dropped.fetch_add(1, std::memory_order_relaxed);  // another attempt won
+        return;
+      }
+      if (sub->is_hedge) hedges_won.fetch_add(1, std::memory_order_relaxed);
       double chars = 0, tokens = 0;
       for (size_t k = 0; k < n; ++k) {
         auto kr = std::make_shared<KeyResult>();
@@ -568,6 +723,7 @@ struct GatewayService::Impl {
         if (named) e.message = named->second;
         return Fail(*sub, e);
       }
+      if (sub->group->settled.exchange(true)) return;  // another attempt answered
       const size_t bad = named->first;
       e.message = named->second;
       auto kr = std::make_shared<KeyResult>();
@@ -579,6 +735,8 @@ struct GatewayService::Impl {
       rest->est_tokens -= rest->ests[bad];
       rest->ests.erase(rest->ests.begin() + static_cast<std::ptrdiff_t>(bad));
       rest->ring_hash = RingHash(rest->materials.front());
+      rest->group = std::make_shared<AttemptGroup>();
+      rest->is_hedge = false;
       {
         std::lock_guard<std::mutex> lock(mu);
         auto it = workers.find(id);
@@ -710,6 +868,7 @@ struct GatewayService::Impl {
         std::chrono::duration_cast<std::chrono::milliseconds>(f->deadline - now).count();
     req.headers.emplace_back(front::kRequestTimeoutHeader,
                              std::to_string(std::max<int64_t>(left, 0)));
+    f->sent_at = now;
     client->Send(target->second, std::move(req),
                  [this, f, id = target->first](Result<http::ClientResponse> r) {
                    OnForward(f, id, std::move(r));
@@ -736,6 +895,7 @@ struct GatewayService::Impl {
       }
     }
     RecordOutcome(id, o, now);
+    if (o == Outcome::kSuccess && r.ok() && r->status == 200) limiter.Sample(now - f->sent_at, now);
     if (o == Outcome::kSuccess) {
       try {
         f->done(std::move(r), id);
@@ -984,8 +1144,10 @@ struct GatewayService::Impl {
   std::shared_ptr<void> Ticket(Clock::time_point start) {
     return std::shared_ptr<void>(new int(0), [this, start](void* p) {
       delete static_cast<int*>(p);
+      // The limiter samples upstream calls (sub-batches, forwarded calls), not client
+      // requests, so answers from the gateway's own cache never pull its minimum RTT down.
       const auto end = Clock::now();
-      limiter.Release(end - start, end);
+      limiter.Release(end - start, end, /*sample=*/false);
       if (waiting_count.load(std::memory_order_relaxed) > 0) {
         // Through the lock: the admission thread is either before its check (and sees the
         // free slot) or waiting (and is woken); never in between, which would lose this.
@@ -1269,6 +1431,14 @@ struct GatewayService::Impl {
       std::lock_guard<std::mutex> lock(mu);
       o["retries"] = retries_total;
       o["retries_refused_by_budget"] = retries_refused;
+      o["hedging"] = boost::json::object{
+          {"enabled", options.hedging},
+          {"delay_ms",
+           options.hedge_delay.count() > 0 ? double(options.hedge_delay.count()) : rtt_p95_ms},
+          {"sent", hedges_sent},
+          {"won", hedges_won.load()},
+          {"refused_by_budget", hedges_refused},
+          {"answers_dropped", answers_dropped.load()}};
       o["retry_tokens"] = retry_tokens;
       o["chars_per_token"] = chars_per_token;
     }
@@ -1629,6 +1799,15 @@ struct GatewayService::Impl {
                              std::lock_guard<std::mutex> lock(mu);
                              return double(retries_total);
                            }));
+    bindings.push_back(reg.CallbackCounter("infermesh_gateway_hedges_total",
+                                           "Sub-batches sent again because they were slow")
+                           .Bind([this] {
+                             std::lock_guard<std::mutex> lock(mu);
+                             return double(hedges_sent);
+                           }));
+    bindings.push_back(reg.CallbackCounter("infermesh_gateway_hedges_won_total",
+                                           "Hedged sub-batches whose hedge answered first")
+                           .Bind([this] { return double(hedges_won.load()); }));
     bindings.push_back(
         reg.CallbackGauge("infermesh_gateway_workers_ready", "Workers that pass health checks")
             .Bind([this] {
@@ -1876,6 +2055,7 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   IM_ASSIGN_OR_RETURN(im.server, http::HttpServer::Start(so, router));
   im.health_thread = std::thread([&im] { im.HealthLoop(); });
   im.wait_thread = std::thread([&im] { im.WaitLoop(); });
+  if (im.options.hedging) im.hedge_thread = std::thread([&im] { im.HedgeLoop(); });
   log::Info("gateway listening",
             {{"address", im.options.host + ":" + std::to_string(im.server->port())},
              {"workers", std::to_string(im.options.workers.size() + im.options.dns.size())}});
@@ -1900,6 +2080,13 @@ void GatewayService::Shutdown() {
   }
   im.wait_cv.notify_all();
   if (im.wait_thread.joinable()) im.wait_thread.join();
+  {
+    std::lock_guard<std::mutex> lock(im.hedge_mu);
+    im.hedge_stopping = true;
+    im.hedge_queue.clear();
+  }
+  im.hedge_cv.notify_all();
+  if (im.hedge_thread.joinable()) im.hedge_thread.join();
   if (im.server) im.server->Shutdown(std::chrono::seconds(10));
   im.bindings.clear();
   if (im.client) im.client->Shutdown();
@@ -1961,6 +2148,12 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   if (o.retry_budget < 0 || o.retry_budget > 10) {
     return InvalidArgument("gateway.retry_budget must be between 0 and 10");
   }
+  IM_ASSIGN_OR_RETURN(o.hedging, c.GetBool("gateway.hedging"));
+  IM_ASSIGN_OR_RETURN(int64_t hedge_delay, c.GetMillis("gateway.hedge_delay"));
+  if (hedge_delay < 0 || hedge_delay > 3600000) {
+    return InvalidArgument("gateway.hedge_delay must be between 0 and 1h");
+  }
+  o.hedge_delay = std::chrono::milliseconds(hedge_delay);
   IM_ASSIGN_OR_RETURN(o.adaptive_limit, c.GetBool("gateway.adaptive_limit"));
   IM_ASSIGN_OR_RETURN(int64_t conns, ranged("gateway.max_connections_per_worker", 1, 4096));
   o.max_connections_per_worker = static_cast<size_t>(conns);

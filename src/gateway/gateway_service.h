@@ -59,6 +59,11 @@ struct GatewayOptions {
   double balance_factor = 1.25;
   int max_attempts = 3;       // per sub-batch: the first try and retries on other workers
   double retry_budget = 0.2;  // retries <= this share of sub-batches over time (+ a burst of 10)
+  // Hedging (off by default): a sub-batch unanswered after hedge_delay (0: the observed
+  // p95 of sub-batch round trips) is sent again to the next worker on its ring; the first
+  // answer wins. Hedges draw on the retry budget.
+  bool hedging = false;
+  std::chrono::milliseconds hedge_delay{0};
   bool adaptive_limit = true;
   // Beyond the limit a request waits up to this long, FIFO, for a slot (0 = 429 at once),
   // and at most max_waiting_requests wait.

@@ -29,9 +29,21 @@ double AdaptiveLimiter::Median(std::vector<double>& v) {
   return *mid;
 }
 
+void AdaptiveLimiter::EndProbe(Clock::time_point now) {
+  // Without a sample the previous minimum stands (0 until the first one: see SampleLocked).
+  if (!samples_.empty()) min_rtt_ns_ = Median(samples_);
+  samples_.clear();
+  probing_ = false;
+  limit_ = run_limit_;
+  next_probe_ = now + options_.min_rtt_interval;
+  interval_end_ = now + options_.update_interval;
+}
+
 bool AdaptiveLimiter::TryAcquire(Clock::time_point now, bool count) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!probing_ && now >= next_probe_) StartProbe(now);
+  if (probing_ && probe_started_ == Clock::time_point{}) probe_started_ = now;  // the first
+  if (probing_ && now - probe_started_ >= options_.probe_timeout) EndProbe(now);
   if (in_flight_ >= static_cast<int>(limit_)) {
     if (count) ++rejected_;
     return false;
@@ -43,19 +55,32 @@ bool AdaptiveLimiter::TryAcquire(Clock::time_point now, bool count) {
 void AdaptiveLimiter::Release(std::chrono::nanoseconds rtt, Clock::time_point now, bool sample) {
   std::lock_guard<std::mutex> lock(mu_);
   if (in_flight_ > 0) --in_flight_;
-  if (!sample || rtt.count() <= 0) return;
+  if (sample) SampleLocked(rtt, now);
+}
+
+void AdaptiveLimiter::Sample(std::chrono::nanoseconds rtt, Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  SampleLocked(rtt, now);
+}
+
+void AdaptiveLimiter::SampleLocked(std::chrono::nanoseconds rtt, Clock::time_point now) {
+  if (rtt.count() <= 0) return;
   // A probe measures only calls it admitted itself (at its low concurrency), not the
   // ones still draining from before it.
   if (probing_ && now - rtt < probe_started_) return;
   samples_.push_back(static_cast<double>(rtt.count()));
   if (probing_) {
+    if (static_cast<int>(samples_.size()) < options_.min_rtt_samples &&
+        now - probe_started_ < options_.probe_timeout) {
+      return;
+    }
+    return EndProbe(now);
+  }
+  if (min_rtt_ns_ <= 0) {
+    // A probe that timed out without a sample: the first samples set the minimum.
     if (static_cast<int>(samples_.size()) < options_.min_rtt_samples) return;
     min_rtt_ns_ = Median(samples_);
     samples_.clear();
-    probing_ = false;
-    limit_ = run_limit_;
-    next_probe_ = now + options_.min_rtt_interval;
-    interval_end_ = now + options_.update_interval;
     return;
   }
   if (now < interval_end_) return;

@@ -37,6 +37,10 @@ struct LimiterOptions {
   std::chrono::milliseconds update_interval{100};
   std::chrono::milliseconds min_rtt_interval{60000};
   int min_rtt_samples = 50;
+  // A probe that has not gathered min_rtt_samples by then ends with what it has (when
+  // most calls never reach the upstream, cache hits say, samples come slowly): the limit
+  // is never held at min_limit for long.
+  std::chrono::milliseconds probe_timeout{2000};
 };
 
 class AdaptiveLimiter {
@@ -51,6 +55,10 @@ class AdaptiveLimiter {
   // Ends an admitted call. `sample`: whether its RTT says something about the upstream
   // (false for calls refused for the client's own fault, such as a bad input).
   void Release(std::chrono::nanoseconds rtt, Clock::time_point now, bool sample = true);
+  // One RTT sample without a call of its own: a caller whose admitted calls fan out (the
+  // gateway's client requests into sub-batches, some answered from its cache) samples the
+  // upstream calls and releases with sample = false.
+  void Sample(std::chrono::nanoseconds rtt, Clock::time_point now);
 
   int limit() const;
   int in_flight() const;
@@ -64,6 +72,8 @@ class AdaptiveLimiter {
 
  private:
   void StartProbe(Clock::time_point now);  // under mu_
+  void SampleLocked(std::chrono::nanoseconds rtt, Clock::time_point now);
+  void EndProbe(Clock::time_point now);  // under mu_
   static double Median(std::vector<double>& v);
 
   LimiterOptions options_;

@@ -420,6 +420,43 @@ class SlowWorker(unittest.TestCase):
             w.stop()
 
 
+class Hedging(unittest.TestCase):
+    """gateway.hedging: a sub-batch still out after the hedge delay goes again to the next
+    worker on its ring, and the first answer wins; off by default."""
+
+    def test_slow_sub_batches_are_hedged_and_the_first_answer_wins(self):
+        workers = [Worker(name="h-fast1"), Worker(name="h-fast2"),
+                   Worker(["worker.test_backend_delay=1500ms"], name="h-slow")]
+        hedged = Gateway(workers, ["cache.max_bytes=0", "gateway.hedging=true",
+                                   "gateway.hedge_delay=100ms"], name="gw-hedge")
+        plain = Gateway(workers, ["cache.max_bytes=0"], name="gw-nohedge")
+        try:
+            inputs = [f"hedge me {i:03d}" for i in range(24)]
+            for i in range(0, len(inputs), 2):
+                r = hedged.post("/embed", {"inputs": inputs[i:i + 2]})
+                self.assertEqual(r.status_code, 200, r.text)
+                self.assertLessEqual(max_diff(r.json(), direct_rows(workers[0], inputs[i:i + 2])),
+                                     1e-6)
+            h = hedged.stats()["hedging"]
+            self.assertTrue(h["enabled"])
+            self.assertGreater(h["sent"], 0, h)
+            self.assertGreater(h["won"], 0, h)
+            # Each answer the hedge beat arrives later and is dropped, not used twice.
+            self.assertTrue(wait_for(lambda: hedged.stats()["hedging"]["answers_dropped"]
+                                     >= hedged.stats()["hedging"]["won"], timeout=20),
+                            hedged.stats()["hedging"])
+            # Off by default: the same traffic through a plain gateway hedges nothing.
+            r = plain.post("/embed", {"inputs": inputs[:4]})
+            self.assertEqual(r.status_code, 200, r.text)
+            p = plain.stats()["hedging"]
+            self.assertEqual((p["enabled"], p["sent"]), (False, 0))
+        finally:
+            hedged.stop()
+            plain.stop()
+            for w in workers:
+                w.stop()
+
+
 class FakeWorker:
     """Answers /health and /info like a worker; /embed as `mode` says: "garbage" (not
     HTTP) or "cut" (a response cut short, then the connection closed)."""

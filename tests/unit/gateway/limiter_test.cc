@@ -124,13 +124,57 @@ TEST(AdaptiveLimiter, ProbesAtTheMinimumAndRefusesBeyondTheLimit) {
   EXPECT_FALSE(l.TryAcquire(t));
   EXPECT_EQ(l.rejected(), 1u);
   EXPECT_GE(l.RetryAfterSeconds(), 1);
-  l.Release(5ms, t);
-  l.Release(7ms, t, /*sample=*/false);  // not a sample: the probe needs one more
+  l.Release(5ms, t + 10ms);                    // calls admitted since the probe began (at t)
+  l.Release(7ms, t + 10ms, /*sample=*/false);  // not a sample: the probe needs one more
   EXPECT_TRUE(l.probing());
-  l.Release(9ms, t);
+  l.Release(9ms, t + 10ms);
   EXPECT_FALSE(l.probing());
   EXPECT_EQ(l.limit(), 32);  // back to the run limit
   EXPECT_EQ(l.in_flight(), 0);
+}
+
+// The gateway samples its upstream calls (Sample) and releases client requests without a
+// sample, so requests its cache answers never pull the minimum RTT down.
+TEST(AdaptiveLimiter, SamplesApartFromReleases) {
+  LimiterOptions o;
+  o.min_limit = 4;
+  o.min_rtt_samples = 2;
+  AdaptiveLimiter l(o);
+  const auto t = Clock::time_point{} + 1h;
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(l.TryAcquire(t));
+  l.Release(100us, t, /*sample=*/false);  // a cache hit
+  l.Sample(20ms, t + 20ms);
+  EXPECT_TRUE(l.probing());
+  l.Sample(22ms, t + 22ms);
+  EXPECT_FALSE(l.probing());
+  EXPECT_EQ(l.in_flight(), 2);  // samples are not releases
+  EXPECT_NEAR(Ms(l.min_rtt()), 22, 0.5);
+}
+
+// A probe that gets too few samples (almost every call a cache hit) ends at its timeout:
+// the limit is not held at the minimum.
+TEST(AdaptiveLimiter, AProbeWithoutSamplesEndsAtItsTimeout) {
+  LimiterOptions o;
+  o.min_limit = 2;
+  o.initial_limit = 40;
+  o.min_rtt_samples = 50;
+  o.probe_timeout = 500ms;
+  AdaptiveLimiter l(o);
+  auto t = Clock::time_point{} + 1h;
+  ASSERT_TRUE(l.TryAcquire(t));
+  ASSERT_TRUE(l.TryAcquire(t));
+  EXPECT_FALSE(l.TryAcquire(t));  // probing at 2
+  l.Release(1ms, t, false);
+  l.Release(1ms, t, false);
+  t += 600ms;
+  EXPECT_TRUE(l.TryAcquire(t));
+  EXPECT_FALSE(l.probing());
+  EXPECT_EQ(l.limit(), 40);
+  EXPECT_EQ(l.min_rtt().count(), 0);  // nothing measured yet
+  // The first samples then set the minimum, without lowering the limit.
+  for (int i = 0; i < 50; ++i) l.Sample(10ms, t + 10ms);
+  EXPECT_NEAR(Ms(l.min_rtt()), 10, 0.5);
+  EXPECT_EQ(l.limit(), 40);
 }
 
 }  // namespace
