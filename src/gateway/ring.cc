@@ -39,19 +39,28 @@ size_t HashRing::FirstPoint(uint64_t key_hash) const {
 
 size_t HashRing::Owner(uint64_t key_hash) const { return points_[FirstPoint(key_hash)].member; }
 
+void HashRing::VisitSuccessors(uint64_t key_hash, const std::function<bool(size_t)>& visit) const {
+  if (points_.empty()) return;
+  std::vector<bool> seen(members_.size(), false);
+  size_t left = members_.size();
+  const size_t start = FirstPoint(key_hash);
+  for (size_t k = 0; k < points_.size() && left > 0; ++k) {
+    const uint32_t m = points_[(start + k) % points_.size()].member;
+    if (seen[m]) continue;
+    seen[m] = true;
+    --left;
+    if (!visit(m)) return;
+  }
+}
+
 std::vector<size_t> HashRing::Successors(uint64_t key_hash, size_t max) const {
   std::vector<size_t> out;
-  if (points_.empty()) return out;
   max = std::min(max, members_.size());
-  std::vector<bool> seen(members_.size(), false);
-  const size_t start = FirstPoint(key_hash);
-  for (size_t k = 0; k < points_.size() && out.size() < max; ++k) {
-    const uint32_t m = points_[(start + k) % points_.size()].member;
-    if (!seen[m]) {
-      seen[m] = true;
-      out.push_back(m);
-    }
-  }
+  if (max == 0) return out;
+  VisitSuccessors(key_hash, [&](size_t m) {
+    out.push_back(m);
+    return out.size() < max;
+  });
   return out;
 }
 
@@ -60,7 +69,6 @@ std::optional<size_t> PickBounded(const HashRing& ring, uint64_t key_hash,
                                   const std::function<bool(size_t)>& eligible, double c,
                                   double cost, double incoming) {
   if (ring.empty()) return std::nullopt;
-  const std::vector<size_t> order = ring.Successors(key_hash, ring.size());
   double total = 0;
   size_t n = 0;
   for (size_t m = 0; m < ring.size(); ++m) {
@@ -71,16 +79,22 @@ std::optional<size_t> PickBounded(const HashRing& ring, uint64_t key_hash,
   if (n == 0) return std::nullopt;
   const double bound =
       std::max(c, 1.0) * (total + std::max(cost, incoming)) / static_cast<double>(n);
-  std::optional<size_t> least;
-  for (size_t m : order) {
-    if (!eligible(m)) continue;
+  // Clockwise from the key, stopping at the first member that fits (usually the owner),
+  // so a pick costs the walk to it, not the whole ring.
+  std::optional<size_t> fits, least;
+  ring.VisitSuccessors(key_hash, [&](size_t m) {
+    if (!eligible(m)) return true;
     const double load = m < loads.size() ? loads[m] : 0.0;
-    if (load + cost <= bound || load <= 0) return m;
+    if (load + cost <= bound || load <= 0) {
+      fits = m;
+      return false;
+    }
     if (!least || load < (*least < loads.size() ? loads[*least] : 0.0)) least = m;
-  }
-  // Every eligible member is busy and would pass the bound with this key (a key costing
-  // more than c x the average does so everywhere): the least loaded takes it.
-  return least;
+    return true;
+  });
+  // Otherwise every eligible member is busy and would pass the bound with this key (a key
+  // costing more than c x the average does so everywhere): the least loaded takes it.
+  return fits ? fits : least;
 }
 
 }  // namespace infermesh::gateway

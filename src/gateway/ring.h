@@ -45,6 +45,9 @@ class HashRing {
   size_t Owner(uint64_t key_hash) const;
   // Up to `max` distinct members in ring order from `key_hash`: the owner first.
   std::vector<size_t> Successors(uint64_t key_hash, size_t max) const;
+  // Calls `visit(member)` for each distinct member in ring order from `key_hash`, owner
+  // first, until it returns false or every member was visited.
+  void VisitSuccessors(uint64_t key_hash, const std::function<bool(size_t)>& visit) const;
 
  private:
   struct Point {
