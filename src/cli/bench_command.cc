@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <random>
 #include <sstream>
 
 #include "cli/bench_load.h"
@@ -35,6 +36,8 @@ struct BenchCliOptions {
   int tokens = 16;
   int texts_per_request = 1;
   bool repeat = false;
+  double repeat_ratio = 0;  // share of each request's texts drawn from a small hot set
+  size_t hot_texts = 1024;
   uint64_t seed = 1;
   double rate = 0;
   double duration_s = 10;
@@ -120,10 +123,37 @@ int RunHttp(const BenchCliOptions& o) {
     lo.bodies.push_back(ss.str());
   } else if (!o.model.empty()) {
     const size_t requests = o.repeat ? 1 : std::max<size_t>(1, o.unique_texts);
-    auto texts = GeneratedTexts(o, requests * static_cast<size_t>(o.texts_per_request));
+    if (o.texts_per_request < 1 || o.texts_per_request > 65536) {
+      std::cerr << "error: --texts-per-request must be 1..65536\n";
+      return 2;
+    }
+    if (o.repeat_ratio < 0 || o.repeat_ratio > 1 || o.hot_texts < 1) {
+      std::cerr << "error: --repeat-ratio must be 0..1 and --hot-texts at least 1\n";
+      return 2;
+    }
+    // Every text is generated up front: keep that within memory.
+    constexpr size_t kMaxTexts = 20'000'000;
+    const size_t total = requests * static_cast<size_t>(o.texts_per_request);
+    if (requests > kMaxTexts || total > kMaxTexts) {
+      std::cerr << "error: --unique-texts " << requests << " x --texts-per-request "
+                << o.texts_per_request << " is more than " << kMaxTexts
+                << " generated texts; lower --unique-texts (bodies are reused in turn)\n";
+      return 2;
+    }
+    const size_t hot = o.repeat_ratio > 0 ? o.hot_texts : 0;
+    auto texts = GeneratedTexts(o, total + hot);
     if (!texts.ok()) {
       std::cerr << "error: " << texts.status().ToString() << "\n";
       return 2;
+    }
+    if (hot > 0) {
+      // --repeat-ratio: each text slot is, with that probability, one of the last `hot`
+      // generated texts (seeded, so runs are repeatable); once sent, those are repeats.
+      std::mt19937_64 rng(o.seed ^ 0x9e3779b97f4a7c15ULL);
+      std::uniform_real_distribution<double> coin(0, 1);
+      for (size_t i = 0; i < total; ++i) {
+        if (coin(rng) < o.repeat_ratio) (*texts)[i] = (*texts)[total + rng() % hot];
+      }
     }
     const std::string model_name = std::filesystem::path(o.model).filename().string();
     for (size_t i = 0; i < requests; ++i) {
@@ -188,6 +218,7 @@ int RunHttp(const BenchCliOptions& o) {
                           {"measured_s", r.measured_s},
                           {"bodies", lo.bodies.size()},
                           {"items_per_request", items},
+                          {"repeat_ratio", o.repeat_ratio},
                           {"sent", r.sent},
                           {"ok", r.ok},
                           {"throughput_rps", rps},
@@ -342,6 +373,9 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--tokens", o->tokens, "Words (= tokens) per generated text");
   cmd->add_option("--texts-per-request", o->texts_per_request, "Generated texts per request");
   cmd->add_flag("--repeat", o->repeat, "Send one generated body with every request (cache hits)");
+  cmd->add_option("--repeat-ratio", o->repeat_ratio,
+                  "Share (0..1) of generated texts drawn from a hot set (repeats once sent)");
+  cmd->add_option("--hot-texts", o->hot_texts, "Size of the --repeat-ratio hot set");
   cmd->add_option("--seed", o->seed, "Seed of the text generator");
   cmd->add_option("--rate", o->rate, "Target requests/s, open loop; 0 = closed-loop saturation");
   cmd->add_option("--duration", o->duration_s, "Seconds of load (in-process: of compute)");

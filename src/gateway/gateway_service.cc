@@ -169,6 +169,7 @@ ApiError ErrorFromWorker(int status, const std::string& body, const std::string&
 struct GatewayService::Impl {
   GatewayOptions options;
   std::unique_ptr<http::HttpClient> client;
+  std::unique_ptr<http::HttpClient> health_client;  // health checks and /info
   std::unique_ptr<Membership> membership;
   OutlierDetector outlier;
   AdaptiveLimiter limiter;
@@ -947,7 +948,7 @@ struct GatewayService::Impl {
     http::ClientRequest req;
     req.target = "/info";
     req.deadline = Clock::now() + options.health.timeout;
-    auto r = client->SendSync(ep, req);
+    auto r = health_client->SendSync(ep, req);
     if (!r.ok() || r->status != 200) return;
     boost::system::error_code ec;
     auto v = boost::json::parse(r->body, ec);
@@ -1111,6 +1112,7 @@ struct GatewayService::Impl {
     http::api::ApiFamily family;
     Proceed proceed;
     Clock::time_point until;
+    Clock::time_point since;
   };
   std::mutex wait_mu;
   std::condition_variable wait_cv;
@@ -1157,6 +1159,20 @@ struct GatewayService::Impl {
     });
   }
 
+  // How long a request beyond the limit may wait for a slot: gateway.admission_wait while
+  // the limiter probes (the limit is pinned low for a moment) or has no minimum RTT yet;
+  // otherwise at most kWaitRtts x the minimum RTT (at least 5 ms). Under sustained
+  // overload a wait longer than a few round trips only turns a fast 429 into a slow one
+  // and a late answer, so the queue stays a few round trips deep.
+  static constexpr double kWaitRtts = 2;
+  Clock::duration WaitAllowance() const {
+    const auto min_rtt = limiter.min_rtt();
+    if (limiter.probing() || min_rtt.count() <= 0) return options.admission_wait;
+    const auto rtts = std::chrono::duration_cast<Clock::duration>(min_rtt * kWaitRtts);
+    return std::min<Clock::duration>(options.admission_wait,
+                                     std::max<Clock::duration>(rtts, std::chrono::milliseconds(5)));
+  }
+
   void Admit(const std::shared_ptr<http::Responder>& r, http::api::ApiFamily family,
              Proceed proceed) {
     requests_total.fetch_add(1, std::memory_order_relaxed);
@@ -1172,7 +1188,7 @@ struct GatewayService::Impl {
         // fall through to proceed below, outside the lock
       } else if (options.admission_wait.count() > 0 &&
                  waiting.size() < options.max_waiting_requests && !wait_stopping) {
-        waiting.push_back({r, family, std::move(proceed), now + options.admission_wait});
+        waiting.push_back({r, family, std::move(proceed), now + WaitAllowance(), now});
         waiting_count = waiting.size();
         ++waited;
         wait_cv.notify_one();
@@ -1212,9 +1228,13 @@ struct GatewayService::Impl {
           ++wait_timeouts;
           limiter.CountRejection();
           Refuse(*w.responder, w.family,
-                 http::api::TeiOverloadedError("waited " +
-                                               std::to_string(options.admission_wait.count()) +
-                                               " ms for the gateway's concurrency limit"),
+                 http::api::TeiOverloadedError(
+                     "waited " +
+                     std::to_string(
+                         std::chrono::duration_cast<std::chrono::milliseconds>(now - w.since)
+                             .count()) +
+                     " ms for the gateway's concurrency limit (limit " +
+                     std::to_string(limiter.limit()) + ")"),
                  limiter.RetryAfterSeconds());
         }
         for (auto& w : admitted) {
@@ -1862,7 +1882,13 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   co.io_threads = 1;
   co.max_connections_per_host = im.options.max_connections_per_worker;
   im.client = http::HttpClient::Create(co);
-  im.membership = std::make_unique<Membership>(im.client.get(), im.options.health);
+  // Health checks and /info reads have a client of their own: they never wait for a
+  // pooled connection behind traffic, so a busy worker is not taken for a dead one.
+  http::ClientOptions ho;
+  ho.io_threads = 1;
+  ho.max_connections_per_host = 2;
+  im.health_client = http::HttpClient::Create(ho);
+  im.membership = std::make_unique<Membership>(im.health_client.get(), im.options.health);
   im.membership->SetWorkers(im.options.workers);
   std::vector<std::string> ids;
   for (const auto& ep : im.options.workers) {
@@ -2090,6 +2116,7 @@ void GatewayService::Shutdown() {
   if (im.server) im.server->Shutdown(std::chrono::seconds(10));
   im.bindings.clear();
   if (im.client) im.client->Shutdown();
+  if (im.health_client) im.health_client->Shutdown();
 }
 
 Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {

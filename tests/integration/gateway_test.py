@@ -313,6 +313,52 @@ class ForwardedRoutes(unittest.TestCase):
         self.assertGreater(io["completed"], 0)
 
 
+class LoadTool(unittest.TestCase):
+    """`infermesh bench` against the gateway: 512-text requests with a repeat ratio, and
+    its limits on what it generates."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.workers = [Worker(), Worker()]
+        cls.gw = Gateway(cls.workers)
+
+    def test_repeat_ratio_makes_cache_hits(self):
+        out = os.path.join(_tmp, "bench.json")
+        before = self.gw.stats()["cache"]["hits"]
+        p = subprocess.run([BIN, "bench", "--url", self.gw.url, "--model",
+                            os.path.join(repo(), "bge-small-demo"), "--unique-texts", "400",
+                            "--texts-per-request", "512", "--repeat-ratio", "0.5",
+                            "--hot-texts", "64", "--tokens", "8", "--rate", "0",
+                            "--connections", "2", "--duration", "2", "--json", out],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        with open(out) as f:
+            r = json.load(f)
+        self.assertEqual((r["items_per_request"], r["repeat_ratio"]), (512, 0.5))
+        self.assertGreater(r["ok"], 0)
+        self.assertEqual(r["errors_by_status"], {})
+        # Half of every request is drawn from 64 hot texts, the rest are new (400 bodies
+        # are more than 2 s sends): about half the inputs are hits, not all of them.
+        self.assertLess(r["sent"], 400)
+        hits = self.gw.stats()["cache"]["hits"] - before
+        self.assertGreater(hits, r["sent"] * 512 * 0.5 * 0.8 - 64, (hits, r["sent"]))
+        self.assertLess(hits, r["sent"] * 512 * 0.5 * 1.2, (hits, r["sent"]))
+
+    def test_refuses_more_texts_than_it_can_hold(self):
+        p = subprocess.run([BIN, "bench", "--url", self.gw.url, "--model",
+                            os.path.join(repo(), "bge-small-demo"), "--unique-texts", "10000000",
+                            "--texts-per-request", "512", "--duration", "1"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("lower --unique-texts", p.stderr)
+        p = subprocess.run([BIN, "bench", "--url", self.gw.url, "--model",
+                            os.path.join(repo(), "bge-small-demo"), "--unique-texts", "10",
+                            "--repeat-ratio", "1.5", "--duration", "1"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("--repeat-ratio", p.stderr)
+
+
 class DeadWorker(unittest.TestCase):
     """kill -9 one of three workers under load: no client sees an error, its breaker opens,
     and it gets traffic again once it is back."""
