@@ -34,23 +34,31 @@ bool CircuitBreaker::Available(Clock::time_point now) const {
   return false;
 }
 
-bool CircuitBreaker::Allow(Clock::time_point now) {
+bool CircuitBreaker::Allow(Clock::time_point now, uint64_t* epoch) {
   std::lock_guard<std::mutex> lock(mu_);
   const BreakerState s = StateAt(now);
-  if (s == BreakerState::kClosed) return true;
   if (s == BreakerState::kOpen) return false;
-  if (state_ == BreakerState::kOpen) {  // the open period just ended
+  if (s == BreakerState::kHalfOpen && state_ == BreakerState::kOpen) {  // the open period ended
     state_ = BreakerState::kHalfOpen;
     half_open_successes_ = 0;
     half_open_in_flight_ = 0;
+    ++epoch_;
   }
+  if (epoch != nullptr) *epoch = epoch_;
+  if (s == BreakerState::kClosed) return true;
   if (half_open_in_flight_ >= options_.half_open_probes) return false;
   ++half_open_in_flight_;
   return true;
 }
 
-void CircuitBreaker::Record(Outcome outcome, Clock::time_point now) {
+void CircuitBreaker::Record(Outcome outcome, Clock::time_point now, std::optional<uint64_t> epoch) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (state_ == BreakerState::kHalfOpen && epoch && *epoch != epoch_) {
+    // Admitted before this half-open period: not a probe.
+    if (outcome != Outcome::kBackpressure)
+      outcome == Outcome::kSuccess ? ++successes_ : ++failures_;
+    return;
+  }
   if (outcome == Outcome::kBackpressure) {
     if (state_ == BreakerState::kHalfOpen && half_open_in_flight_ > 0) --half_open_in_flight_;
     return;

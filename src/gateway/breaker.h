@@ -14,6 +14,7 @@
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string_view>
 
 namespace infermesh::gateway {
@@ -36,11 +37,15 @@ class CircuitBreaker {
   explicit CircuitBreaker(BreakerOptions options = {}) : options_(options) {}
 
   // Whether a call may go now; a half-open breaker counts the admitted probe, which the
-  // caller must finish with Record().
-  bool Allow(Clock::time_point now);
+  // caller must finish with Record(). `epoch` (optional) receives the breaker's half-open
+  // epoch, for Record: a call admitted before the breaker last went half-open is not
+  // one of its probes, and its outcome must not close or reopen it.
+  bool Allow(Clock::time_point now, uint64_t* epoch = nullptr);
   // Whether a call could go now, without admitting one (for routing decisions).
   bool Available(Clock::time_point now) const;
-  void Record(Outcome outcome, Clock::time_point now);
+  // `epoch`: what Allow gave the call; a call from an earlier epoch that ends while the
+  // breaker is half-open is only counted in the totals. Without it every outcome counts.
+  void Record(Outcome outcome, Clock::time_point now, std::optional<uint64_t> epoch = {});
 
   struct Snapshot {
     BreakerState state = BreakerState::kClosed;
@@ -61,6 +66,7 @@ class CircuitBreaker {
   int consecutive_failures_ = 0;
   int half_open_successes_ = 0;
   int half_open_in_flight_ = 0;
+  uint64_t epoch_ = 0;  // times it went half-open
   uint64_t failures_ = 0, successes_ = 0, opened_ = 0;
 };
 

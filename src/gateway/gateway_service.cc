@@ -103,6 +103,7 @@ struct Sub {
   std::shared_ptr<AttemptGroup> group = std::make_shared<AttemptGroup>();
   std::string first_worker;  // where the first attempt went (set before it is sent)
   bool is_hedge = false;
+  uint64_t breaker_epoch = 0;  // the current attempt's, from its worker's breaker
 };
 
 // A whole request forwarded to one worker (an /infer row, a KServe call, /tokenize,
@@ -123,6 +124,7 @@ struct Forward {
   int attempt = 0;
   std::vector<std::string> tried;
   Clock::time_point sent_at;                         // the current attempt's
+  uint64_t breaker_epoch = 0;                        // the current attempt's
   std::optional<Result<http::ClientResponse>> last;  // the last attempt's answer
   std::string last_worker;
 };
@@ -437,7 +439,7 @@ struct GatewayService::Impl {
       if (!gone) {
         WorkerState& w = it->second;
         ep = w.endpoint;
-        allowed = w.breaker->Allow(now);
+        allowed = w.breaker->Allow(now, &sub->breaker_epoch);
         if (allowed) {
           ++w.sent;
           ++subs_in_flight;
@@ -609,7 +611,7 @@ struct GatewayService::Impl {
   }
 
   // A call's outcome in the worker's breaker, outlier detector and counters.
-  void RecordOutcome(const std::string& id, Outcome o, Clock::time_point now) {
+  void RecordOutcome(const std::string& id, Outcome o, Clock::time_point now, uint64_t epoch) {
     std::shared_ptr<CircuitBreaker> breaker;  // kept alive even if the worker is removed
     {
       std::lock_guard<std::mutex> lock(mu);
@@ -620,7 +622,7 @@ struct GatewayService::Impl {
       if (o == Outcome::kFailure) ++it->second.failed;
       if (o == Outcome::kBackpressure) ++it->second.backpressure;
     }
-    breaker->Record(o, now);
+    breaker->Record(o, now, epoch);
     if (o != Outcome::kBackpressure) outlier.Record(id, o == Outcome::kFailure, now);
   }
 
@@ -635,7 +637,7 @@ struct GatewayService::Impl {
     }
     // Attempts of this sub-batch still out besides this one (a hedge or the first).
     const int others = sub->group->in_flight.fetch_sub(1) - 1;
-    auto record = [&](Outcome o) { RecordOutcome(id, o, now); };
+    auto record = [&](Outcome o) { RecordOutcome(id, o, now, sub->breaker_epoch); };
     // A failed attempt retries only when no other attempt is out to settle it.
     auto RetryOrFail = [&](const std::shared_ptr<Sub>& s, const std::string& w, ApiError e,
                            bool was_sent) {
@@ -786,7 +788,7 @@ struct GatewayService::Impl {
   // Under mu: an eligible worker for `f` not tried yet (ring owner under bounded loads for
   // keyed requests, else the less loaded of two random ones), with f's cost added to its
   // load and its breaker's permission taken; nullopt when none is left.
-  std::optional<std::pair<std::string, http::Endpoint>> PickLocked(const Forward& f,
+  std::optional<std::pair<std::string, http::Endpoint>> PickLocked(Forward& f,
                                                                    Clock::time_point now) {
     const auto& ids = ring.members();
     std::vector<double> loads(ids.size(), 0.0);
@@ -819,7 +821,7 @@ struct GatewayService::Impl {
         pick = loads[b] < loads[a] ? b : a;
       }
       WorkerState& w = workers.at(ids[pick]);
-      if (w.breaker->Allow(now)) {
+      if (w.breaker->Allow(now, &f.breaker_epoch)) {
         w.outstanding += f.cost;
         ++w.sent;
         return std::make_pair(w.id, w.endpoint);
@@ -895,7 +897,7 @@ struct GatewayService::Impl {
         r = Status(StatusCode::kUnavailable, "worker " + id + " answered a malformed response");
       }
     }
-    RecordOutcome(id, o, now);
+    RecordOutcome(id, o, now, f->breaker_epoch);
     if (o == Outcome::kSuccess && r.ok() && r->status == 200) limiter.Sample(now - f->sent_at, now);
     if (o == Outcome::kSuccess) {
       try {

@@ -74,5 +74,30 @@ TEST(CircuitBreaker, StateNames) {
   EXPECT_EQ(BreakerStateName(BreakerState::kHalfOpen), "half_open");
 }
 
+// A call admitted while the breaker was closed, answering after it went half-open, is not
+// one of the probes: its outcome neither closes nor reopens it.
+TEST(CircuitBreaker, CallsFromBeforeHalfOpenAreNotProbes) {
+  BreakerOptions o;
+  o.failure_threshold = 2;
+  o.success_threshold = 1;
+  CircuitBreaker b(o);
+  const auto t = Clock::time_point{} + 1h;
+  uint64_t old_epoch = 0, probe_epoch = 0;
+  ASSERT_TRUE(b.Allow(t, &old_epoch));  // a slow call, admitted while closed
+  b.Record(Outcome::kFailure, t);
+  b.Record(Outcome::kFailure, t);  // open
+  ASSERT_FALSE(b.Allow(t + 1s));
+  ASSERT_TRUE(b.Allow(t + 31s, &probe_epoch));  // half-open: the probe
+  EXPECT_NE(old_epoch, probe_epoch);
+  b.Record(Outcome::kSuccess, t + 31s, old_epoch);  // the slow call's success: stale
+  EXPECT_EQ(b.snapshot(t + 31s).state, BreakerState::kHalfOpen);
+  EXPECT_FALSE(b.Allow(t + 31s));                   // the probe is still out
+  b.Record(Outcome::kFailure, t + 31s, old_epoch);  // a stale failure does not reopen it
+  EXPECT_EQ(b.snapshot(t + 31s).state, BreakerState::kHalfOpen);
+  b.Record(Outcome::kSuccess, t + 32s, probe_epoch);  // the probe closes it
+  EXPECT_EQ(b.snapshot(t + 32s).state, BreakerState::kClosed);
+  EXPECT_EQ(b.snapshot(t + 32s).successes, 2u);
+}
+
 }  // namespace
 }  // namespace infermesh::gateway
