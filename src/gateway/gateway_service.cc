@@ -21,6 +21,7 @@
 #include "core/hash.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/thread_pool.h"
 #include "front/text_front.h"
 #include "gateway/coalescer.h"
 #include "gateway/redis_cache.h"
@@ -129,6 +130,20 @@ struct Forward {
   std::string last_worker;
 };
 
+// One client call's misses on their way through the gateway: rows come back per input.
+struct PendingEmbed {
+  std::mutex mu;
+  size_t remaining = 0;
+  front::EmbeddedRows out;
+  std::optional<ApiError> error;
+  front::EmbedBackend::Done done;
+  Clock::time_point start;
+  std::vector<size_t> positions;  // each miss's index in the client's batch
+};
+
+// Redis lookups waiting for a lookup thread beyond which a request skips Redis.
+constexpr int64_t kMaxRedisQueue = 256;
+
 // An /infer row or a KServe input costs about this many tokens' worth of load.
 constexpr double kTensorRowCost = 16;
 
@@ -177,7 +192,9 @@ struct GatewayService::Impl {
   AdaptiveLimiter limiter;
   KeyCoalescer coalescer;
   std::unique_ptr<front::RowCache> cache;
-  std::unique_ptr<RedisCache> redis;  // gateway.redis
+  std::unique_ptr<RedisCache> redis;       // gateway.redis
+  std::unique_ptr<ThreadPool> redis_pool;  // its lookups, off the I/O threads
+  std::atomic<uint64_t> redis_lookups_skipped{0};
   std::unique_ptr<front::EmbedBackend> backend;
   std::unique_ptr<front::TextFront> front;
   std::unique_ptr<http::HttpServer> server;
@@ -259,17 +276,8 @@ struct GatewayService::Impl {
                              "input"});
       }
     }
-    struct Pending {
-      std::mutex mu;
-      size_t remaining = 0;
-      front::EmbeddedRows out;
-      std::optional<ApiError> error;
-      front::EmbedBackend::Done done;
-      Clock::time_point start;
-      std::vector<size_t> positions;  // each miss's index in the client's batch
-    };
     const size_t n = call.inputs.size();
-    auto pending = std::make_shared<Pending>();
+    auto pending = std::make_shared<PendingEmbed>();
     pending->remaining = n;
     pending->out.rows.resize(n);
     pending->out.tokens.resize(n);
@@ -278,14 +286,43 @@ struct GatewayService::Impl {
     pending->positions = call.positions;
 
     std::vector<std::string> materials(n);
-    std::vector<size_t> leaders;
     for (size_t k = 0; k < n; ++k) {
       materials[k] =
           front::TextFront::TextKey(call.model, call.inputs[k], call.truncate, call.direction);
     }
-    // The shared tier: one pipelined round trip for every local miss.
-    std::vector<char> from_redis(n, 0);
+    // The shared tier: one pipelined round trip for every local miss, on the Redis lookup
+    // threads (never on an I/O thread: a slow Redis must not stall other requests). When
+    // their queue is full the lookup is skipped: the inputs go to the workers.
     if (redis) {
+      if (redis_pool->Stats().queued < kMaxRedisQueue) {
+        auto state = std::make_shared<
+            std::tuple<front::EmbedCall, std::vector<std::string>, std::shared_ptr<PendingEmbed>>>(
+            std::move(call), std::move(materials), pending);
+        const bool queued = redis_pool->Submit([this, state] {
+          auto& [c, m, p] = *state;
+          try {
+            RouteEmbed(std::move(c), std::move(m), p, /*look_up=*/true);
+          } catch (const std::exception& e) {
+            log::Error("gateway embed failed", {{"error", e.what()}});
+          }
+        });
+        if (queued) return;
+        auto& [c, m, p] = *state;  // shutting down: no lookup
+        return RouteEmbed(std::move(c), std::move(m), p, false);
+      }
+      redis_lookups_skipped.fetch_add(1, std::memory_order_relaxed);
+    }
+    RouteEmbed(std::move(call), std::move(materials), pending, false);
+  }
+
+  // Embed's second half: the Redis lookup (when `look_up`), coalescing, owners under
+  // bounded loads, sub-batches.
+  void RouteEmbed(front::EmbedCall call, std::vector<std::string> materials,
+                  const std::shared_ptr<PendingEmbed>& pending, bool look_up) {
+    const size_t n = call.inputs.size();
+    std::vector<size_t> leaders;
+    std::vector<char> from_redis(n, 0);
+    if (look_up) {
       auto found = redis->Lookup(materials);
       for (size_t k = 0; k < n; ++k) {
         if (!found[k]) continue;
@@ -1476,6 +1513,7 @@ struct GatewayService::Impl {
                                        {"store_errors", rs.store_errors},
                                        {"store_dropped", rs.store_dropped},
                                        {"collisions", rs.collisions},
+                                       {"lookups_skipped_queue_full", redis_lookups_skipped.load()},
                                        {"breaker_open", rs.breaker_open}};
     }
     o["node_id"] = "gateway";
@@ -1602,15 +1640,41 @@ struct GatewayService::Impl {
         return respond(kr, true);
       }
     }
-    if (redis) {
-      auto found = redis->Lookup({material});
-      if (!found.empty() && found[0]) {
-        KeyResult kr;
-        kr.values = found[0]->values;
-        if (cache) cache->Insert(material, found[0]);
-        return respond(kr, true);
+    auto lead = [this, respond, material = std::move(material), body, model = *model,
+                 deadline](bool look_up) mutable {
+      if (look_up) {
+        auto found = redis->Lookup({material});
+        if (!found.empty() && found[0]) {
+          KeyResult kr;
+          kr.values = found[0]->values;
+          if (cache) cache->Insert(material, found[0]);
+          return respond(kr, true);
+        }
       }
+      LeadInfer(std::move(material), *body, model, deadline, respond);
+    };
+    if (redis) {  // off the I/O thread, as Embed's lookups
+      if (redis_pool->Stats().queued < kMaxRedisQueue) {
+        auto shared_lead = std::make_shared<decltype(lead)>(std::move(lead));
+        const bool queued = redis_pool->Submit([shared_lead] {
+          try {
+            (*shared_lead)(true);
+          } catch (const std::exception& e) {
+            log::Error("gateway /infer failed", {{"error", e.what()}});
+          }
+        });
+        if (!queued) (*shared_lead)(false);
+        return;
+      }
+      redis_lookups_skipped.fetch_add(1, std::memory_order_relaxed);
     }
+    lead(false);
+  }
+
+  // /infer's miss: leads the row's call (or joins one in flight) and forwards it.
+  template <typename Respond>
+  void LeadInfer(std::string material, const std::string& body, const TensorModelInfo& model,
+                 Clock::time_point deadline, const Respond& respond) {
     const bool leader =
         coalescer.Join(material, [respond](const Result<std::shared_ptr<const KeyResult>>& r) {
           if (!r.ok()) {
@@ -1621,7 +1685,7 @@ struct GatewayService::Impl {
           respond(**r, false);
         });
     if (!leader) return;
-    auto f = MakeForward("POST", model->name, "/infer", *body, kTensorRowCost, deadline);
+    auto f = MakeForward("POST", model.name, "/infer", body, kTensorRowCost, deadline);
     f->keyed = true;
     f->ring_hash = RingHash(material);
     f->request.headers.emplace_back("accept", std::string(http::api::kF32ContentType));
@@ -1925,6 +1989,7 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
     ro.timeout = im.options.redis_timeout;
     IM_ASSIGN_OR_RETURN(ro, ParseRedisUrl(im.options.redis_url, ro));
     im.redis = std::make_unique<RedisCache>(ro);
+    im.redis_pool = std::make_unique<ThreadPool>("redis", ro.pool_size + 1);
   }
   im.backend = std::make_unique<Backend>(&im);
   front::TextFrontOptions fo;
@@ -2117,6 +2182,7 @@ void GatewayService::Shutdown() {
   if (im.hedge_thread.joinable()) im.hedge_thread.join();
   if (im.server) im.server->Shutdown(std::chrono::seconds(10));
   im.bindings.clear();
+  if (im.redis_pool) im.redis_pool->Shutdown();  // finishes queued lookups
   if (im.client) im.client->Shutdown();
   if (im.health_client) im.health_client->Shutdown();
 }

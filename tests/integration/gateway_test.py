@@ -788,6 +788,14 @@ class RedisTier(unittest.TestCase):
             sb = b.stats()
             self.assertEqual(sb["redis"]["hits"], 48)
             self.assertEqual(sum(w["sub_batches_sent"] for w in sb["circuit_breakers"]), 0)
+            # /infer rows too: computed through one gateway, found in Redis by the other.
+            row = a.post("/infer", {"request_id": "a", "input_data": mlp_row(77)})
+            self.assertEqual(row.status_code, 200, row.text)
+            self.assertTrue(wait_for(lambda: a.stats()["redis"]["stored"] >= 49, timeout=10))
+            again = b.post("/infer", {"request_id": "b", "input_data": mlp_row(77)}).json()
+            self.assertEqual((again["node_id"], again["cached"]), ("gateway", True))
+            self.assertEqual(again["output_data"], row.json()["output_data"])
+            self.assertEqual(b.stats()["redis"]["hits"], 49)
 
             # Redis dies under load: requests keep succeeding.
             stop = threading.Event()
