@@ -98,6 +98,8 @@ struct Op {
   bool reused = false;
   bool retried = false;
   std::unique_ptr<tcp::resolver> resolver;
+  // Armed while the request waits in its pool's queue; touched only under ClientCore::mu.
+  std::unique_ptr<asio::steady_timer> queue_timer;
 };
 
 struct ClientCore : std::enable_shared_from_this<ClientCore> {
@@ -149,7 +151,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
         ++pool.open;
         connect = true;
       } else if (pool.waiting.size() < options.max_pending_per_host) {
-        pool.waiting.push_back(std::move(op));
+        Enqueue(pool, std::move(op));
         return;
       } else {
         ++counters.queue_full;
@@ -166,6 +168,42 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
     } else if (connect) {
       Connect(std::move(op));
     }
+  }
+
+  // Under mu. A queued request has a timer of its own: it fails at its deadline even while
+  // every connection is held by requests with later deadlines (or hung on a host that is
+  // unreachable). Whoever takes it out of the queue owns it: the timer, a freed
+  // connection, or Shutdown; the other two cancel the timer or find it gone.
+  void Enqueue(HostPool& pool, std::shared_ptr<Op> op) {
+    if (!op->queue_timer) op->queue_timer = std::make_unique<asio::steady_timer>(io);
+    op->queue_timer->expires_at(op->deadline);
+    op->queue_timer->async_wait([self = shared_from_this(), op](const error_code& ec) {
+      if (!ec) self->ExpireQueued(op);
+    });
+    pool.waiting.push_back(std::move(op));
+  }
+
+  // Under mu: the first waiting request, its timer stopped.
+  static std::shared_ptr<Op> PopWaiting(HostPool& pool) {
+    auto op = std::move(pool.waiting.front());
+    pool.waiting.pop_front();
+    if (op->queue_timer) op->queue_timer->cancel();
+    return op;
+  }
+
+  void ExpireQueued(const std::shared_ptr<Op>& op) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = pools.find(op->key);
+      if (it == pools.end()) return;
+      auto& waiting = it->second.waiting;
+      auto pos = std::find(waiting.begin(), waiting.end(), op);
+      if (pos == waiting.end()) return;  // a connection or Shutdown took it first
+      waiting.erase(pos);
+      ++counters.timeouts;
+    }
+    Finish(op, DeadlineExceeded("request to " + op->endpoint.ToString() + " " + op->request.target +
+                                " waited for a connection past its deadline"));
   }
 
   // Under mu: a usable idle connection, closing the expired ones.
@@ -360,8 +398,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       HostPool& pool = pools[op->key];
       if (stopping) keep = false;
       if (keep && !pool.waiting.empty()) {
-        next = std::move(pool.waiting.front());
-        pool.waiting.pop_front();
+        next = PopWaiting(pool);
         busy.insert(conn);
       } else if (keep) {
         conn->stream.expires_never();
@@ -370,8 +407,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       } else {
         --pool.open;
         if (!pool.waiting.empty() && !stopping) {
-          next = std::move(pool.waiting.front());
-          pool.waiting.pop_front();
+          next = PopWaiting(pool);
           ++pool.open;
           connect_next = true;
         }
@@ -392,8 +428,7 @@ struct ClientCore : std::enable_shared_from_this<ClientCore> {
       if (stopping) return;
       stopping = true;
       for (auto& [key, pool] : pools) {
-        for (auto& op : pool.waiting) cancelled.push_back(std::move(op));
-        pool.waiting.clear();
+        while (!pool.waiting.empty()) cancelled.push_back(PopWaiting(pool));
         for (auto& c : pool.idle) CloseLater(c);
         pool.open -= pool.idle.size();
         pool.idle.clear();

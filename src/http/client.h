@@ -19,7 +19,9 @@
 // connections older than idle_timeout are closed instead of reused.
 //
 // Deadlines: every request has one (ClientRequest::deadline, else now + default_timeout)
-// covering connect, write and read; connecting is further bounded by connect_timeout.
+// covering the wait for a connection, connect, write and read; connecting is further
+// bounded by connect_timeout. A request queued behind busy connections fails at its own
+// deadline, not when a connection frees up.
 //
 // A pooled connection the server closed while it sat idle fails its next request before
 // any response byte arrives. Such a request (retry_stale, the default) is sent once more

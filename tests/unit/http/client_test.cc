@@ -186,6 +186,74 @@ TEST(HttpClient, DeadlineEndsASlowRequest) {
   EXPECT_EQ(again->body, "pong");
 }
 
+TEST(HttpClient, QueuedRequestFailsAtItsOwnDeadline) {
+  // The only connection is held by a slow request with a long deadline; a request queued
+  // behind it with a short one must fail at its own deadline, not when the connection
+  // frees up (a gateway's health check queued behind requests hung on a partitioned
+  // worker would otherwise hold the whole health round).
+  Served s = StartServer();
+  ClientOptions o;
+  o.max_connections_per_host = 1;
+  auto client = HttpClient::Create(o);
+  ClientRequest slow = Get("/slow/1500");
+  slow.deadline = Clock::now() + 5s;
+  std::promise<Result<ClientResponse>> first;
+  client->Send(s.endpoint, slow, [&](Result<ClientResponse> r) { first.set_value(std::move(r)); });
+  std::this_thread::sleep_for(50ms);  // the slow one holds the connection
+  ClientRequest quick = Get("/ping");
+  quick.deadline = Clock::now() + 200ms;
+  const auto start = Clock::now();
+  auto r = client->SendSync(s.endpoint, quick);
+  const auto took = Clock::now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kDeadlineExceeded) << r.status().ToString();
+  EXPECT_GE(took, 150ms);
+  EXPECT_LT(took, 1000ms);
+  EXPECT_EQ(client->stats().waiting, 0u);
+  EXPECT_EQ(client->stats().timeouts, 1u);
+  // The slow request is unaffected, and its connection is reused afterwards.
+  auto slow_result = first.get_future().get();
+  ASSERT_TRUE(slow_result.ok()) << slow_result.status().ToString();
+  EXPECT_EQ(slow_result->body, "late");
+  auto again = client->SendSync(s.endpoint, Get("/ping"));
+  ASSERT_TRUE(again.ok()) << again.status().ToString();
+  EXPECT_EQ(client->stats().connects, 1u);
+}
+
+TEST(HttpClient, QueuedRequestsRacingTheirTimersCompleteOnce) {
+  // Deadlines around the moments connections free up: a freed connection and the timer
+  // race for each queued request, and exactly one of them completes it.
+  Served s = StartServer();
+  ClientOptions o;
+  o.max_connections_per_host = 2;
+  o.io_threads = 4;
+  auto client = HttpClient::Create(o);
+  constexpr int kRequests = 300;
+  std::vector<std::atomic<int>> calls(kRequests);
+  std::atomic<int> done{0}, ok{0}, expired{0};
+  const auto start = Clock::now();
+  for (int i = 0; i < kRequests; ++i) {
+    ClientRequest req = Get("/slow/5");
+    req.deadline = start + std::chrono::milliseconds(5 + (i * 7) % 400);
+    client->Send(s.endpoint, req, [&, i](Result<ClientResponse> r) {
+      if (r.ok()) ++ok;
+      if (!r.ok() && r.status().code() == StatusCode::kDeadlineExceeded) ++expired;
+      ++calls[i];
+      ++done;
+    });
+  }
+  const auto until = Clock::now() + 20s;
+  while (done.load() < kRequests && Clock::now() < until) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(done.load(), kRequests);
+  std::this_thread::sleep_for(50ms);  // a second completion would land by now
+  for (int i = 0; i < kRequests; ++i) EXPECT_EQ(calls[i].load(), 1) << i;
+  EXPECT_EQ(ok.load() + expired.load(), kRequests);
+  EXPECT_GT(ok.load(), 0);
+  EXPECT_GT(expired.load(), 0);
+  EXPECT_EQ(client->stats().waiting, 0u);
+  EXPECT_LE(client->stats().open, 2u);
+}
+
 TEST(HttpClient, RefusedConnectionIsUnavailable) {
   // A port nobody listens on: bind one, close it.
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
