@@ -176,6 +176,23 @@ steady_clock::time_point TextFront::Deadline(const Request& req) const {
   return RequestDeadline(req, options_.request_timeout);
 }
 
+// The binary hop's answer: float32 rows and each row's token count.
+void TextFront::SendBinaryRows(Responder& r, const EmbedOutcome& outcome,
+                               const std::vector<std::vector<float>>& rows,
+                               std::vector<std::pair<std::string, std::string>> headers,
+                               void (*send_error)(Responder&, const ApiError&)) {
+  auto body = http::api::EncodeF32Rows(rows);
+  if (!body.ok()) return send_error(r, http::api::TeiBackendError(body.status().message()));
+  std::string counts;
+  for (const auto& row : outcome.rows) {
+    if (!counts.empty()) counts += ',';
+    counts += std::to_string(row->tokens);
+  }
+  headers.emplace_back(kTokenCountsHeader, std::move(counts));
+  Send(r, 200, std::move(body).value(), std::move(headers),
+       std::string(http::api::kF32ContentType));
+}
+
 // ---- TEI -------------------------------------------------------------------------
 // What a handler keeps of its request once admission may defer it: the Request itself
 // is only valid while the handler runs.
@@ -231,20 +248,7 @@ void TextFront::RunEmbed(const SharedResponder& shared, Pending& req,
             if (normalize) L2Normalize(rows.back());
           }
           auto headers = TimingHeaders(*r, steady_clock::now() - start);
-          if (binary) {
-            auto body = http::api::EncodeF32Rows(rows);
-            if (!body.ok()) {
-              return SendTeiError(*shared, http::api::TeiBackendError(body.status().message()));
-            }
-            std::string counts;
-            for (const auto& row : r->rows) {
-              if (!counts.empty()) counts += ',';
-              counts += std::to_string(row->tokens);
-            }
-            headers.emplace_back(kTokenCountsHeader, std::move(counts));
-            return Send(*shared, 200, std::move(body).value(), headers,
-                        std::string(http::api::kF32ContentType));
-          }
+          if (binary) return SendBinaryRows(*shared, *r, rows, std::move(headers), SendTeiError);
           auto body = http::api::SerializeTeiEmbedResponse(rows);
           if (!body.ok()) return SendTeiError(*shared, body.error());
           Send(*shared, 200, std::move(body).value(), headers);
@@ -298,10 +302,18 @@ void TextFront::RunOpenAi(const SharedResponder& shared, Pending& req,
   auto request = std::make_shared<http::api::OpenAiEmbeddingRequest>(std::move(parsed).value());
   const bool normalize = model->normalize_by_default;
   const std::string model_name = model->name;
+  const bool binary = req.binary;
   Embed(*model, std::move(inputs), options_.auto_truncate, http::api::TruncationDirection::kRight,
         req.deadline, shared->cancel_flag(),
-        [shared, ticket, request, normalize, model_name](http::api::ApiResult<EmbedOutcome> r) {
+        [shared, ticket, request, normalize, model_name,
+         binary](http::api::ApiResult<EmbedOutcome> r) {
           if (!r.ok()) return SendOpenAiError(*shared, r.error());
+          if (binary) {  // the gateway's hop: rows as pooled, before normalization
+            std::vector<std::vector<float>> raw;
+            raw.reserve(r->rows.size());
+            for (const auto& row : r->rows) raw.push_back(row->values);
+            return SendBinaryRows(*shared, *r, raw, {}, SendOpenAiError);
+          }
           std::vector<std::vector<float>> rows;
           rows.reserve(r->rows.size());
           for (const auto& row : r->rows) {

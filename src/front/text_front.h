@@ -144,6 +144,10 @@ class TextFront {
   void RunOpenAi(const std::shared_ptr<http::Responder>& shared, Pending& req,
                  std::shared_ptr<void> ticket);
   std::optional<http::api::ApiError> CheckClientBatch(size_t inputs) const;
+  static void SendBinaryRows(http::Responder& r, const EmbedOutcome& outcome,
+                             const std::vector<std::vector<float>>& rows,
+                             std::vector<std::pair<std::string, std::string>> headers,
+                             void (*send_error)(http::Responder&, const http::api::ApiError&));
   std::chrono::steady_clock::time_point Deadline(const http::Request& req) const;
 
   TextFrontOptions options_;

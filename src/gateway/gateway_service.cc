@@ -91,6 +91,9 @@ struct Sub {
   std::string model;
   std::vector<std::string> materials;
   std::vector<std::string> texts;
+  // OpenAI token-id inputs (instead of texts): sent to the worker's /v1/embeddings.
+  bool is_ids = false;
+  std::vector<std::vector<uint32_t>> ids;
   std::vector<double> ests;  // per input, whole tokens
   double est_tokens = 0;     // their sum
   bool truncate = false;
@@ -177,6 +180,15 @@ ApiError ErrorFromWorker(int status, const std::string& body, const std::string&
     const auto& o = v.as_object();
     if (auto* m = o.if_contains("error"); m && m->is_string()) e.message = m->as_string().c_str();
     if (auto* t = o.if_contains("error_type"); t && t->is_string()) e.type = t->as_string().c_str();
+    // OpenAI's shape (token-id sub-batches go to /v1/embeddings): {"error": {message, type,
+    // param}}.
+    if (auto* eo = o.if_contains("error"); eo && eo->is_object()) {
+      const auto& x = eo->as_object();
+      if (auto* m = x.if_contains("message"); m && m->is_string())
+        e.message = m->as_string().c_str();
+      if (auto* t = x.if_contains("type"); t && t->is_string()) e.type = t->as_string().c_str();
+      if (auto* p = x.if_contains("param"); p && p->is_string()) e.param = p->as_string().c_str();
+    }
   }
   return e;
 }
@@ -268,14 +280,6 @@ struct GatewayService::Impl {
   }
 
   void Embed(front::EmbedCall call, front::EmbedBackend::Done done) {
-    for (size_t k = 0; k < call.inputs.size(); ++k) {
-      if (call.inputs[k].is_ids) {
-        return done(ApiError{400, "Validation",
-                             "input " + std::to_string(call.positions[k]) +
-                                 ": token-id inputs are not routed by the gateway; send text",
-                             "input"});
-      }
-    }
     const size_t n = call.inputs.size();
     auto pending = std::make_shared<PendingEmbed>();
     pending->remaining = n;
@@ -390,7 +394,9 @@ struct GatewayService::Impl {
       }
       double incoming = 0;
       for (size_t k : leaders) {
-        const double est = Estimate(call.inputs[k].text);
+        const double est = call.inputs[k].is_ids
+                               ? static_cast<double>(call.inputs[k].ids.size()) + 2
+                               : Estimate(call.inputs[k].text);
         est_by_key[materials[k]] = est;
         incoming += est;
       }
@@ -435,6 +441,10 @@ struct GatewayService::Impl {
         const size_t end = std::min(ks.size(), begin + static_cast<size_t>(max_batch));
         for (size_t j = begin; j < end; ++j) {
           sub->materials.push_back(materials[ks[j]]);
+          if (call.inputs[ks[j]].is_ids) {
+            sub->is_ids = true;  // a call's inputs are all ids or all texts (OpenAI's rule)
+            sub->ids.push_back(call.inputs[ks[j]].ids);
+          }
           sub->texts.push_back(call.inputs[ks[j]].text);
           sub->ests.push_back(est_by_key[materials[ks[j]]]);
           sub->est_tokens += sub->ests.back();
@@ -499,15 +509,28 @@ struct GatewayService::Impl {
     }
     boost::json::object body;
     boost::json::array inputs;
-    for (const auto& t : sub->texts) inputs.emplace_back(t);
-    body["inputs"] = std::move(inputs);
-    body["normalize"] = false;
-    body["truncate"] = sub->truncate;
-    body["truncation_direction"] =
-        sub->direction == http::api::TruncationDirection::kLeft ? "Left" : "Right";
     http::ClientRequest req;
     req.method = "POST";
-    req.target = "/embed";
+    if (sub->is_ids) {
+      // Token ids only OpenAI's route takes; its binary answer is the raw pooled rows.
+      for (const auto& ids : sub->ids) {
+        boost::json::array a;
+        a.reserve(ids.size());
+        for (uint32_t id : ids) a.emplace_back(id);
+        inputs.emplace_back(std::move(a));
+      }
+      body["input"] = std::move(inputs);
+      body["model"] = sub->model;
+      req.target = "/v1/embeddings";
+    } else {
+      for (const auto& t : sub->texts) inputs.emplace_back(t);
+      body["inputs"] = std::move(inputs);
+      body["normalize"] = false;
+      body["truncate"] = sub->truncate;
+      body["truncation_direction"] =
+          sub->direction == http::api::TruncationDirection::kLeft ? "Left" : "Right";
+      req.target = "/embed";
+    }
     req.content_type = "application/json";
     req.body = boost::json::serialize(body);
     req.deadline = sub->deadline;
@@ -626,6 +649,8 @@ struct GatewayService::Impl {
     h->model = sub->model;
     h->materials = sub->materials;
     h->texts = sub->texts;
+    h->is_ids = sub->is_ids;
+    h->ids = sub->ids;
     h->ests = sub->ests;
     h->est_tokens = sub->est_tokens;
     h->truncate = sub->truncate;
@@ -737,11 +762,13 @@ struct GatewayService::Impl {
           row->tokens = kr->tokens;
           redis->Store(sub->materials[k], std::move(row));
         }
-        chars += static_cast<double>(sub->texts[k].size());
-        tokens += static_cast<double>(std::max<int64_t>(counts[k] - 2, 1));
+        if (!sub->is_ids) {
+          chars += static_cast<double>(sub->texts[k].size());
+          tokens += static_cast<double>(std::max<int64_t>(counts[k] - 2, 1));
+        }
         coalescer.Complete(sub->materials[k], std::shared_ptr<const KeyResult>(kr));
       }
-      {
+      if (tokens > 0) {
         std::lock_guard<std::mutex> lock(mu);
         const double observed = std::clamp(chars / std::max(tokens, 1.0), 0.5, 16.0);
         chars_per_token = 0.9 * chars_per_token + 0.1 * observed;
@@ -772,6 +799,7 @@ struct GatewayService::Impl {
       auto rest = std::make_shared<Sub>(*sub);
       rest->materials.erase(rest->materials.begin() + static_cast<std::ptrdiff_t>(bad));
       rest->texts.erase(rest->texts.begin() + static_cast<std::ptrdiff_t>(bad));
+      if (rest->is_ids) rest->ids.erase(rest->ids.begin() + static_cast<std::ptrdiff_t>(bad));
       rest->est_tokens -= rest->ests[bad];
       rest->ests.erase(rest->ests.begin() + static_cast<std::ptrdiff_t>(bad));
       rest->ring_hash = RingHash(rest->materials.front());
