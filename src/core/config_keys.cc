@@ -70,6 +70,8 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"gateway.min_concurrency", "16", "adaptive limit floor, and its probe concurrency"},
       {"gateway.admission_wait", "1s",
        "beyond the limit, how long a request may wait for a slot (0 = 429 at once)"},
+      {"gateway.admission_wait_rtts", "2",
+       "outside the limiter's probes, a request waits at most this many minimum RTTs"},
       {"gateway.max_waiting_requests", "1024", "requests waiting for a slot at once"},
       {"gateway.max_concurrency", "4096", "adaptive limit ceiling"},
       {"gateway.max_connections_per_worker", "64", "pooled keep-alive connections per worker"},

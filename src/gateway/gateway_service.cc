@@ -1228,14 +1228,15 @@ struct GatewayService::Impl {
 
   // How long a request beyond the limit may wait for a slot: gateway.admission_wait while
   // the limiter probes (the limit is pinned low for a moment) or has no minimum RTT yet;
-  // otherwise at most kWaitRtts x the minimum RTT (at least 5 ms). Under sustained
-  // overload a wait longer than a few round trips only turns a fast 429 into a slow one
-  // and a late answer, so the queue stays a few round trips deep.
-  static constexpr double kWaitRtts = 2;
+  // otherwise at most gateway.admission_wait_rtts x the minimum RTT (at least 5 ms).
+  // Under sustained overload a wait longer than a round trip or two only turns a fast 429
+  // into a slow one and a late answer, so the queue stays that deep.
   Clock::duration WaitAllowance() const {
     const auto min_rtt = limiter.min_rtt();
     if (limiter.probing() || min_rtt.count() <= 0) return options.admission_wait;
-    const auto rtts = std::chrono::duration_cast<Clock::duration>(min_rtt * kWaitRtts);
+    const auto rtts =
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::nano>(
+            static_cast<double>(min_rtt.count()) * options.admission_wait_rtts));
     return std::min<Clock::duration>(options.admission_wait,
                                      std::max<Clock::duration>(rtts, std::chrono::milliseconds(5)));
   }
@@ -2270,6 +2271,10 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   IM_ASSIGN_OR_RETURN(o.retry_budget, c.GetDouble("gateway.retry_budget"));
   if (o.retry_budget < 0 || o.retry_budget > 10) {
     return InvalidArgument("gateway.retry_budget must be between 0 and 10");
+  }
+  IM_ASSIGN_OR_RETURN(o.admission_wait_rtts, c.GetDouble("gateway.admission_wait_rtts"));
+  if (o.admission_wait_rtts < 0 || o.admission_wait_rtts > 1000) {
+    return InvalidArgument("gateway.admission_wait_rtts must be between 0 and 1000");
   }
   IM_ASSIGN_OR_RETURN(o.hedging, c.GetBool("gateway.hedging"));
   IM_ASSIGN_OR_RETURN(int64_t hedge_delay, c.GetMillis("gateway.hedge_delay"));

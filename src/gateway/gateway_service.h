@@ -68,6 +68,9 @@ struct GatewayOptions {
   // Beyond the limit a request waits up to this long, FIFO, for a slot (0 = 429 at once),
   // and at most max_waiting_requests wait.
   std::chrono::milliseconds admission_wait{1000};
+  // Outside the limiter's probes a request waits at most this many minimum RTTs (and at
+  // least 5 ms, at most admission_wait).
+  double admission_wait_rtts = 2;
   size_t max_waiting_requests = 1024;
   size_t max_connections_per_worker = 64;
   BreakerOptions breaker;

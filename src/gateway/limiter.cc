@@ -20,6 +20,7 @@ void AdaptiveLimiter::StartProbe(Clock::time_point now) {
   limit_ = options_.min_limit;
   samples_.clear();
   probe_started_ = now;
+  probe_saturated_ = false;
   next_probe_ = now + options_.min_rtt_interval;
 }
 
@@ -31,7 +32,11 @@ double AdaptiveLimiter::Median(std::vector<double>& v) {
 
 void AdaptiveLimiter::EndProbe(Clock::time_point now) {
   // Without a sample the previous minimum stands (0 until the first one: see SampleLocked).
-  if (!samples_.empty()) min_rtt_ns_ = Median(samples_);
+  // A probe that never had min_limit calls in flight measured an idle upstream, not one at
+  // the probe's concurrency: for an upstream that batches (its latency grows with its
+  // load long before it saturates) that minimum would throttle the next burst down to
+  // the floor, so it replaces a minimum only when there is none yet.
+  if (!samples_.empty() && (probe_saturated_ || min_rtt_ns_ <= 0)) min_rtt_ns_ = Median(samples_);
   samples_.clear();
   probing_ = false;
   limit_ = run_limit_;
@@ -45,10 +50,12 @@ bool AdaptiveLimiter::TryAcquire(Clock::time_point now, bool count) {
   if (probing_ && probe_started_ == Clock::time_point{}) probe_started_ = now;  // the first
   if (probing_ && now - probe_started_ >= options_.probe_timeout) EndProbe(now);
   if (in_flight_ >= static_cast<int>(limit_)) {
+    if (probing_) probe_saturated_ = true;
     if (count) ++rejected_;
     return false;
   }
   ++in_flight_;
+  if (probing_ && in_flight_ >= static_cast<int>(limit_)) probe_saturated_ = true;
   return true;
 }
 

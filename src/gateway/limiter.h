@@ -81,6 +81,7 @@ class AdaptiveLimiter {
   double limit_;
   double run_limit_;  // the limit to return to after a probe
   bool probing_ = false;
+  bool probe_saturated_ = false;  // the probe had min_limit calls in flight at some point
   int in_flight_ = 0;
   uint64_t rejected_ = 0;
   double min_rtt_ns_ = 0, sample_rtt_ns_ = 0;

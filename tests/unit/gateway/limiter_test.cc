@@ -177,5 +177,34 @@ TEST(AdaptiveLimiter, AProbeWithoutSamplesEndsAtItsTimeout) {
   EXPECT_EQ(l.limit(), 40);
 }
 
+// A probe during a quiet spell (fewer calls than the probe's concurrency) measures an
+// idle upstream; for one that batches, that minimum would pin the next burst to the floor.
+// It keeps the minimum measured at the probe's concurrency.
+TEST(AdaptiveLimiter, AnIdleProbeKeepsTheMinimumMeasuredUnderLoad) {
+  LimiterOptions o;
+  o.min_limit = 2;
+  o.min_rtt_samples = 2;
+  o.min_rtt_interval = 10s;
+  AdaptiveLimiter l(o);
+  auto t = Clock::time_point{} + 1h;
+  // The first probe, saturated: two calls in flight at 40 ms.
+  ASSERT_TRUE(l.TryAcquire(t));
+  ASSERT_TRUE(l.TryAcquire(t));
+  l.Release(40ms, t + 40ms);
+  l.Release(40ms, t + 40ms);
+  ASSERT_FALSE(l.probing());
+  EXPECT_NEAR(Ms(l.min_rtt()), 40, 0.5);
+  // Ten seconds later, a quiet spell: one call at a time, 5 ms each.
+  t += 11s;
+  for (int i = 0; i < 2; ++i) {
+    ASSERT_TRUE(l.TryAcquire(t));
+    ASSERT_TRUE(l.probing());
+    l.Release(5ms, t + 5ms);
+    t += 10ms;
+  }
+  EXPECT_FALSE(l.probing());
+  EXPECT_NEAR(Ms(l.min_rtt()), 40, 0.5);  // not 5
+}
+
 }  // namespace
 }  // namespace infermesh::gateway
