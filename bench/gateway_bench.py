@@ -19,11 +19,15 @@ Workloads (closed loop over 64 keep-alive connections, one 16-token text a reque
        worker;
   (b) the seed's published benchmark: 50 concurrent clients, closed loop, a repeating
       input set of 100 texts, through the gateway (the seed: 522 req/s, p99 164.3 ms).
+  (c) overload: open loop at 3x the gateway's unique closed-loop throughput, over 900
+      connections: goodput over that capacity, the admitted requests' p99 (from each
+      one's intended send time) over the gateway's p99 at half load, its peak RSS;
+  (d) the seed's 512-input requests through the gateway (4 connections), unique and with
+      half of each request's texts from a hot set of 1,024, as embeddings/s against one
+      worker's runtime in process on every core (`infermesh bench --in-process`);
   (e) beyond this machine, simulated: the build's `ring_sim` (bench/sim/ring_sim.cc, the
-      real ring for 3 to 1,000 workers, about 25 s) runs after the live cases; its JSON
+      real ring for 3 to 1,000 workers, about 10 s) runs after the live cases; its JSON
       is bench/results/ring_sim.json and the "ring_sim" key here.
-Not measured yet: (c) overload at 3x, (d) 512-input batches; their figures are null in
-the JSON.
 
 Prints a table and writes bench/results/gateway.json.
 """
