@@ -134,9 +134,10 @@ int RunHttp(const BenchCliOptions& o) {
     // Every text is generated up front: keep that within memory.
     constexpr size_t kMaxTexts = 20'000'000;
     const size_t total = requests * static_cast<size_t>(o.texts_per_request);
-    if (requests > kMaxTexts || total > kMaxTexts) {
+    if (requests > kMaxTexts || total > kMaxTexts || o.hot_texts > kMaxTexts - total) {
       std::cerr << "error: --unique-texts " << requests << " x --texts-per-request "
-                << o.texts_per_request << " is more than " << kMaxTexts
+                << o.texts_per_request << " (+ --hot-texts " << o.hot_texts << ") is more than "
+                << kMaxTexts
                 << " generated texts; lower --unique-texts (bodies are reused in turn)\n";
       return 2;
     }

@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/log.h"
 #include "core/status.h"
 
 namespace infermesh::gateway {
@@ -49,7 +50,14 @@ class Coalescer {
       callbacks = std::move(it->second);
       waiting_.erase(it);
     }
-    for (auto& cb : callbacks) cb(result);
+    // One waiter's failure must not leave the others waiting for ever.
+    for (auto& cb : callbacks) {
+      try {
+        cb(result);
+      } catch (const std::exception& e) {
+        log::Error("coalesced callback failed", {{"error", e.what()}});
+      }
+    }
   }
 
   size_t in_flight() const {

@@ -123,6 +123,9 @@ struct Forward {
   http::ClientRequest request;
   // Whether a 200 is well formed (a malformed one counts as the worker's failure).
   std::function<bool(const http::ClientResponse&)> valid;
+  // Whether its round trip is an RTT sample for the limiter: only calls that compute
+  // (not metadata, /tokenize or an answer from the worker's cache).
+  bool sample = false;
   using Done = std::function<void(Result<http::ClientResponse>, const std::string& worker)>;
   Done done;
   int attempt = 0;
@@ -149,6 +152,13 @@ constexpr int64_t kMaxRedisQueue = 256;
 
 // An /infer row or a KServe input costs about this many tokens' worth of load.
 constexpr double kTensorRowCost = 16;
+
+// The x-request-timeout value for what is left until `deadline` (> now): whole
+// milliseconds rounded up, so the worker never gets "0" for a call still in time.
+std::string MillisLeft(Clock::time_point deadline, Clock::time_point now) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(deadline - now).count();
+  return std::to_string(std::max<int64_t>(1, (ns + 999'999) / 1'000'000));
+}
 
 // A worker's message names a sub-batch input as "input N"; the marker stands for it until
 // the error reaches each client call that contains that input.
@@ -535,10 +545,7 @@ struct GatewayService::Impl {
     req.body = boost::json::serialize(body);
     req.deadline = sub->deadline;
     req.headers.emplace_back("accept", std::string(http::api::kF32ContentType));
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(sub->deadline - now).count();
-    req.headers.emplace_back(front::kRequestTimeoutHeader,
-                             std::to_string(std::max<int64_t>(left, 0)));
+    req.headers.emplace_back(front::kRequestTimeoutHeader, MillisLeft(sub->deadline, now));
     sub->sent_at = now;
     sub->group->in_flight.fetch_add(1);
     if (options.hedging && !sub->is_hedge && !sub->is_retry && sub->tried.empty()) {
@@ -707,7 +714,11 @@ struct GatewayService::Impl {
       this->RetryOrFail(s, w, std::move(e), was_sent);
     };
     if (!r.ok()) {
-      record(Outcome::kFailure);
+      // A call that ran out of its client's deadline says the worker is slow, or the
+      // deadline short, not that it is broken (a worker that hangs fails its health
+      // checks): back-pressure, so a client's 2 ms deadline cannot open a breaker.
+      record(r.status().code() == StatusCode::kDeadlineExceeded ? Outcome::kBackpressure
+                                                                : Outcome::kFailure);
       const Status& s = r.status();
       ApiError e = s.code() == StatusCode::kDeadlineExceeded
                        ? http::api::ApiErrorFromStatus(DeadlineExceeded(
@@ -776,7 +787,7 @@ struct GatewayService::Impl {
       return;
     }
     ApiError e = ErrorFromWorker(status, r->body, id);
-    if (status == 429) {
+    if (status == 429 || status == 504) {  // busy (504: its queue outlasted the deadline)
       record(Outcome::kBackpressure);
       return RetryOrFail(sub, id, e, true);
     }
@@ -899,9 +910,17 @@ struct GatewayService::Impl {
 
   void SendForward(const std::shared_ptr<Forward>& f) {
     const auto now = Clock::now();
+    // done is called once, then dropped: what it holds (a request's ticket) must not live
+    // as long as the Forward.
     auto finish = [&](Status why) {
-      if (f->last) return f->done(std::move(*f->last), f->last_worker);
-      f->done(std::move(why), "");
+      auto done = std::move(f->done);
+      f->done = nullptr;
+      try {
+        if (f->last) return done(std::move(*f->last), f->last_worker);
+        done(std::move(why), "");
+      } catch (const std::exception& e) {
+        log::Error("forwarded request failed", {{"error", e.what()}});
+      }
     };
     if (now >= f->deadline) {
       return finish(DeadlineExceeded("the request's deadline passed before it was sent"));
@@ -921,7 +940,7 @@ struct GatewayService::Impl {
           if (retry) {
             ++retries_total;
             retry_tokens -= 1.0;
-          } else {
+          } else if (f->sample) {  // only compute calls earn retries
             retry_tokens = std::min(kRetryCap, retry_tokens + options.retry_budget);
           }
         }
@@ -932,10 +951,7 @@ struct GatewayService::Impl {
     }
     http::ClientRequest req = f->request;  // kept for a retry
     req.deadline = f->deadline;
-    const auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(f->deadline - now).count();
-    req.headers.emplace_back(front::kRequestTimeoutHeader,
-                             std::to_string(std::max<int64_t>(left, 0)));
+    req.headers.emplace_back(front::kRequestTimeoutHeader, MillisLeft(f->deadline, now));
     f->sent_at = now;
     client->Send(target->second, std::move(req),
                  [this, f, id = target->first](Result<http::ClientResponse> r) {
@@ -953,8 +969,11 @@ struct GatewayService::Impl {
     }
     Outcome o = Outcome::kSuccess;
     if (!r.ok()) {
-      o = Outcome::kFailure;
-    } else if (r->status == 429) {
+      // As for sub-batches: a deadline is back-pressure, not a broken worker.
+      o = r.status().code() == StatusCode::kDeadlineExceeded ? Outcome::kBackpressure
+                                                             : Outcome::kFailure;
+    } else if (r->status == 429 || r->status == 504) {
+      // 504: the deadline passed in the worker's queue (it is busy), not a broken worker.
       o = Outcome::kBackpressure;
     } else if (r->status >= 500 || (r->status == 200 && f->valid && !f->valid(*r))) {
       o = Outcome::kFailure;
@@ -963,10 +982,15 @@ struct GatewayService::Impl {
       }
     }
     RecordOutcome(id, o, now, f->breaker_epoch);
-    if (o == Outcome::kSuccess && r.ok() && r->status == 200) limiter.Sample(now - f->sent_at, now);
+    if (o == Outcome::kSuccess && f->sample && r.ok() && r->status == 200 &&
+        r->Header(front::kCachedHeader) != "true") {
+      limiter.Sample(now - f->sent_at, now);
+    }
     if (o == Outcome::kSuccess) {
+      auto done = std::move(f->done);
+      f->done = nullptr;
       try {
-        f->done(std::move(r), id);
+        done(std::move(r), id);
       } catch (const std::exception& e) {
         log::Error("forwarded response failed", {{"error", e.what()}});
       }
@@ -1280,10 +1304,17 @@ struct GatewayService::Impl {
     while (!wait_stopping) {
       const auto now = Clock::now();
       std::vector<Waiter> expired, admitted;
-      while (!waiting.empty() &&
-             (waiting.front().until <= now || waiting.front().responder->cancelled())) {
-        expired.push_back(std::move(waiting.front()));
-        waiting.pop_front();
+      // Every waiter, not only the first: allowances differ (a probe's is longer), so a
+      // later waiter may expire first; and a client that went away leaves its place.
+      auto wake = now + std::chrono::seconds(1);
+      for (auto it = waiting.begin(); it != waiting.end();) {
+        if (it->until <= now || it->responder->cancelled()) {
+          expired.push_back(std::move(*it));
+          it = waiting.erase(it);
+        } else {
+          wake = std::min(wake, it->until);
+          ++it;
+        }
       }
       while (!waiting.empty() && limiter.TryAcquire(now, /*count=*/false)) {
         admitted.push_back(std::move(waiting.front()));
@@ -1312,10 +1343,13 @@ struct GatewayService::Impl {
             log::Error("admitted request failed", {{"error", e.what()}});
           }
         }
+        // What the waiters held (a request's ticket may be among it) goes before the lock
+        // is taken again: releasing a ticket takes wait_mu itself.
+        expired.clear();
+        admitted.clear();
         lock.lock();
         continue;
       }
-      const auto wake = waiting.empty() ? now + std::chrono::seconds(1) : waiting.front().until;
       wait_cv.wait_until(lock, wake);
     }
     // Shutting down: nobody will admit them.
@@ -1716,6 +1750,7 @@ struct GatewayService::Impl {
     if (!leader) return;
     auto f = MakeForward("POST", model.name, "/infer", body, kTensorRowCost, deadline);
     f->keyed = true;
+    f->sample = true;
     f->ring_hash = RingHash(material);
     f->request.headers.emplace_back("accept", std::string(http::api::kF32ContentType));
     f->valid = [](const http::ClientResponse& resp) {
@@ -1758,6 +1793,7 @@ struct GatewayService::Impl {
     const double cost = std::max(kTensorRowCost, static_cast<double>(q.body.size()) / 64);
     auto f = MakeForward(q.method, model, q.path, std::move(q.body), cost,
                          front::RequestDeadline(q, options.request_timeout));
+    f->sample = true;
     Admit(shared, http::api::ApiFamily::kKServe, [this, shared, f](std::shared_ptr<void> ticket) {
       f->done = [shared, ticket](Result<http::ClientResponse> resp, const std::string&) {
         Relay(*shared, resp, http::api::ApiFamily::kKServe);
@@ -2278,8 +2314,8 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
   }
   IM_ASSIGN_OR_RETURN(o.hedging, c.GetBool("gateway.hedging"));
   IM_ASSIGN_OR_RETURN(int64_t hedge_delay, c.GetMillis("gateway.hedge_delay"));
-  if (hedge_delay < 0 || hedge_delay > 3600000) {
-    return InvalidArgument("gateway.hedge_delay must be between 0 and 1h");
+  if (hedge_delay < 0 || hedge_delay > 60000) {
+    return InvalidArgument("gateway.hedge_delay must be between 0 and 60s");
   }
   o.hedge_delay = std::chrono::milliseconds(hedge_delay);
   IM_ASSIGN_OR_RETURN(o.adaptive_limit, c.GetBool("gateway.adaptive_limit"));

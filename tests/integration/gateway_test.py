@@ -331,6 +331,40 @@ class ForwardedRoutes(unittest.TestCase):
         self.assertGreater(io["completed"], 0)
 
 
+class AdmissionQueue(unittest.TestCase):
+    """Requests that wait for a slot and are then answered at once (their deadline passed
+    while they waited) release their slot on the admission thread: it must not deadlock."""
+
+    def test_waiters_answered_inline_do_not_hang_the_gateway(self):
+        w = Worker(name="adm-worker")
+        # A limit of one (the first probe runs at min_concurrency), so most requests wait.
+        gw = Gateway([w], ["gateway.min_concurrency=1", "gateway.admission_wait=2s"],
+                     name="gw-adm")
+        try:
+            body = {"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                                "data": mlp_row(1)}]}
+
+            def call(k):
+                try:
+                    return requests.post(f"{gw.url}/v2/models/{MLP}/infer", json=body,
+                                         headers={"x-request-timeout": "2"}, timeout=10
+                                         ).status_code
+                except requests.RequestException as e:
+                    return str(e)
+
+            for _ in range(3):
+                with concurrent.futures.ThreadPoolExecutor(32) as ex:
+                    codes = list(ex.map(call, range(64)))
+                self.assertTrue(all(c in (200, 429, 503, 504) for c in codes), codes)
+            r = requests.get(gw.url + "/stats", timeout=5)  # still serving
+            self.assertEqual(r.status_code, 200)
+            r = requests.post(f"{gw.url}/v2/models/{MLP}/infer", json=body, timeout=5)
+            self.assertEqual(r.status_code, 200, r.text)
+        finally:
+            gw.kill()
+            w.stop()
+
+
 class LoadTool(unittest.TestCase):
     """`infermesh bench` against the gateway: 512-text requests with a repeat ratio, and
     its limits on what it generates."""
