@@ -70,7 +70,9 @@ mapfile -t cmds < <(awk '
   line ~ /^curl / { print line }' "$tmp/stdout")
 [[ "${#cmds[@]}" -ge 3 ]] || fail "expected at least 3 printed curl examples, got ${#cmds[@]}"
 for route in /embed /v1/embeddings /infer; do
-  printf '%s\n' "${cmds[@]}" | grep -q -- "$route" || fail "no curl example for $route"
+  # Not `grep -q`: it exits at the first match, printf then dies of SIGPIPE, and pipefail
+  # turns that into a failure.
+  printf '%s\n' "${cmds[@]}" | grep -- "$route" >/dev/null || fail "no curl example for $route"
 done
 
 i=0
