@@ -74,7 +74,7 @@ format-check:
 
 # The `fuzz` preset (clang, ASan+UBSan, no recovery) builds the libFuzzer targets
 # and the unit tests, which share its sanitized libraries.
-SANITIZED_TARGETS := fuzzers unit_core unit_runtime unit_http unit_front unit_worker unit_gateway unit_cli
+SANITIZED_TARGETS := fuzzers unit_core unit_runtime unit_http unit_front unit_worker unit_gateway unit_jobs unit_cli
 sanitize-build: deps
 	@cmake --preset fuzz >/dev/null && cmake --build --preset fuzz -j $(JOBS) --target $(SANITIZED_TARGETS)
 

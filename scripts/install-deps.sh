@@ -17,6 +17,8 @@ pkgs=(
   libxxhash-dev
   # gateway: the Redis cache tier (hiredis, values compressed with zstd)
   libhiredis-dev libzstd-dev
+  # jobs: the durable store (SQLite, WAL)
+  libsqlite3-dev
   # runtime
   libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler libutf8proc-dev
   # tests and benchmarks
