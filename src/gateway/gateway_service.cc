@@ -84,6 +84,7 @@ struct AttemptGroup {
   std::atomic<bool> settled{false};
   std::atomic<int> in_flight{0};  // attempts sent and not answered
   std::atomic<bool> hedged{false};
+  std::atomic<bool> retried{false};  // a failed attempt went to another worker
 };
 
 // A sub-batch on its way to a worker.
@@ -482,7 +483,7 @@ struct GatewayService::Impl {
     const auto now = Clock::now();
     if (now >= sub->deadline) {
       Unload(id, *sub);
-      if (sub->is_hedge) return;  // the first attempt answers
+      if (sub->is_hedge) return UnsentHedge();  // the first attempt answers
       return Fail(*sub, http::api::ApiErrorFromStatus(
                             DeadlineExceeded("the request's deadline passed before it was sent")));
     }
@@ -500,6 +501,7 @@ struct GatewayService::Impl {
         if (allowed) {
           ++w.sent;
           ++subs_in_flight;
+          if (sub->is_hedge) ++hedges_sent;
           if (sub->is_retry) {
             ++retries_in_flight;
           } else if (sub->tried.empty()) {
@@ -510,7 +512,7 @@ struct GatewayService::Impl {
     }
     if (!allowed) {
       Unload(id, *sub);
-      if (sub->is_hedge) return;
+      if (sub->is_hedge) return UnsentHedge();
       return RetryOrFail(
           sub, id,
           ApiError{503, "Unhealthy", "worker " + id + (gone ? " was removed" : " circuit is open"),
@@ -577,6 +579,13 @@ struct GatewayService::Impl {
   uint64_t hedges_sent = 0, hedges_refused = 0;  // under mu
   std::atomic<uint64_t> hedges_won{0}, answers_dropped{0};
 
+  // A hedge that was not sent after all (its deadline passed, or the worker's breaker
+  // refused it): its retry token goes back (hedges are counted when sent).
+  void UnsentHedge() {
+    std::lock_guard<std::mutex> lock(mu);
+    retry_tokens = std::min(kRetryCap, retry_tokens + 1.0);
+  }
+
   std::optional<Clock::duration> HedgeDelay() {
     if (options.hedge_delay.count() > 0) return options.hedge_delay;
     std::lock_guard<std::mutex> lock(mu);
@@ -628,8 +637,10 @@ struct GatewayService::Impl {
   void Hedge(const std::shared_ptr<Sub>& sub) {
     const auto now = Clock::now();
     AttemptGroup& g = *sub->group;
-    // Only while the first attempt is still out (a failed one is being retried instead).
-    if (g.settled.load() || g.in_flight.load() == 0 || now >= sub->deadline) return;
+    // Only while the first attempt is still out: not once it failed and was retried.
+    if (g.settled.load() || g.retried.load() || g.in_flight.load() == 0 || now >= sub->deadline) {
+      return;
+    }
     if (g.hedged.exchange(true)) return;
     std::optional<std::string> next;
     {
@@ -646,7 +657,6 @@ struct GatewayService::Impl {
         next = cand;
         it->second.outstanding += sub->est_tokens;
         retry_tokens -= 1.0;
-        ++hedges_sent;
         break;
       }
     }
@@ -857,6 +867,7 @@ struct GatewayService::Impl {
     }
     if (!next) return Fail(*sub, std::move(error));
     sub->is_retry = true;
+    sub->group->retried = true;
     Dispatch(sub, *next);
   }
 
