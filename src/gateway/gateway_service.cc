@@ -1796,31 +1796,40 @@ struct GatewayService::Impl {
   void HandleKServeInfer(http::Request& q, http::Responder r) {
     if (!Authorized(q, r, http::api::ApiFamily::kKServe, false)) return;
     const std::string model = q.path_params["model"];
-    if (!Lists(model)) {
-      return front::SendKServeError(
-          r, http::api::ApiErrorFromStatus(NotFound("model '" + model + "' not found")));
-    }
+    if (!KnownModel(model, r)) return;
     auto shared = std::make_shared<http::Responder>(std::move(r));
     const double cost = std::max(kTensorRowCost, static_cast<double>(q.body.size()) / 64);
     auto f = MakeForward(q.method, model, q.path, std::move(q.body), cost,
                          front::RequestDeadline(q, options.request_timeout));
     f->sample = true;
-    Admit(shared, http::api::ApiFamily::kKServe, [this, shared, f](std::shared_ptr<void> ticket) {
-      f->done = [shared, ticket](Result<http::ClientResponse> resp, const std::string&) {
-        Relay(*shared, resp, http::api::ApiFamily::kKServe);
+    AdmitAndRelay(shared, http::api::ApiFamily::kKServe, f);
+  }
+
+  // Admission, then `f` forwarded and its answer relayed as it is; the ticket is held
+  // until the answer is sent.
+  void AdmitAndRelay(const std::shared_ptr<http::Responder>& shared, http::api::ApiFamily family,
+                     const std::shared_ptr<Forward>& f) {
+    Admit(shared, family, [this, shared, family, f](std::shared_ptr<void> ticket) {
+      f->done = [shared, family, ticket](Result<http::ClientResponse> resp, const std::string&) {
+        Relay(*shared, resp, family);
       };
       SendForward(f);
     });
+  }
+
+  // Whether some worker lists `model`; otherwise KServe's 404, answered here.
+  bool KnownModel(const std::string& model, http::Responder& r) {
+    if (Lists(model)) return true;
+    front::SendKServeError(
+        r, http::api::ApiErrorFromStatus(NotFound("model '" + model + "' not found")));
+    return false;
   }
 
   // GET /v2/models/{model}[/ready]: answered by a worker that lists the model.
   void HandleKServeModel(http::Request& q, http::Responder r) {
     if (!Authorized(q, r, http::api::ApiFamily::kKServe, false)) return;
     const std::string model = q.path_params["model"];
-    if (!Lists(model)) {
-      return front::SendKServeError(
-          r, http::api::ApiErrorFromStatus(NotFound("model '" + model + "' not found")));
-    }
+    if (!KnownModel(model, r)) return;
     auto shared = std::make_shared<http::Responder>(std::move(r));
     auto f = MakeForward("GET", model, q.path, "", 0, Clock::now() + options.health.timeout);
     f->done = [shared](Result<http::ClientResponse> resp, const std::string&) {
@@ -1865,12 +1874,7 @@ struct GatewayService::Impl {
     }
     auto f = MakeForward("POST", model->name, "/tokenize", std::move(q.body), cost,
                          front::RequestDeadline(q, options.request_timeout));
-    Admit(shared, http::api::ApiFamily::kTei, [this, shared, f](std::shared_ptr<void> ticket) {
-      f->done = [shared, ticket](Result<http::ClientResponse> resp, const std::string&) {
-        Relay(*shared, resp, http::api::ApiFamily::kTei);
-      };
-      SendForward(f);
-    });
+    AdmitAndRelay(shared, http::api::ApiFamily::kTei, f);
   }
 
   // GET /health/thread-pools: the gateway's own threads in the seed's table.
