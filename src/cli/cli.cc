@@ -43,6 +43,7 @@ int Main(int argc, char** argv) {
   AddGatewayCommand(app, exit_code);
   AddDemoModelCommand(app, exit_code);
   AddBenchCommand(app, exit_code);
+  AddJobsCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -33,5 +33,6 @@ void AddWorkerCommand(CLI::App& app, int& exit_code);       // worker_command.cc
 void AddGatewayCommand(CLI::App& app, int& exit_code);      // gateway_command.cc
 void AddDemoModelCommand(CLI::App& app, int& exit_code);    // demo_command.cc
 void AddBenchCommand(CLI::App& app, int& exit_code);        // bench_command.cc
+void AddJobsCommand(CLI::App& app, int& exit_code);         // jobs_command.cc
 
 }  // namespace infermesh::cli

@@ -1469,13 +1469,7 @@ struct GatewayService::Impl {
   // routes the admin key (open only when no key at all is configured). 401 without a
   // key, 403 with a wrong one.
   bool Authorized(http::Request& q, http::Responder& r, http::api::ApiFamily family, bool admin) {
-    const bool any = inference_auth.enabled() || admin_auth.enabled();
-    if (!any) return true;
-    http::AuthResult res = http::AuthResult::kDenied;
-    if (admin_auth.enabled()) res = admin_auth.Check(q);
-    if (!admin && res != http::AuthResult::kOk && inference_auth.enabled()) {
-      res = inference_auth.Check(q);
-    }
+    const http::AuthResult res = http::CheckRoleKeys(q, inference_auth, admin_auth, admin);
     if (res == http::AuthResult::kOk) return true;
     ApiError e;
     if (res == http::AuthResult::kMissing) {

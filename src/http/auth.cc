@@ -63,4 +63,13 @@ std::vector<std::string> SplitKeyList(std::string_view list) {
   return out;
 }
 
+AuthResult CheckRoleKeys(const Request& req, const BearerAuth& user, const BearerAuth& admin,
+                         bool admin_route) {
+  if (!user.enabled() && !admin.enabled()) return AuthResult::kOk;
+  AuthResult res = AuthResult::kDenied;
+  if (admin.enabled()) res = admin.Check(req);
+  if (!admin_route && res != AuthResult::kOk && user.enabled()) res = user.Check(req);
+  return res;
+}
+
 }  // namespace infermesh::http

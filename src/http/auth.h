@@ -36,6 +36,12 @@ class BearerAuth {
   std::vector<std::string> keys_;
 };
 
+// Two roles, as the gateway and the job service use them: `user` keys open the ordinary
+// routes, the `admin` key opens every route. With no key of either kind configured every
+// route is open; once any is, an admin route needs the admin key.
+AuthResult CheckRoleKeys(const Request& req, const BearerAuth& user, const BearerAuth& admin,
+                         bool admin_route);
+
 // "a,b , c" -> {"a", "b", "c"}: the comma-separated key lists of the configuration.
 std::vector<std::string> SplitKeyList(std::string_view list);
 

@@ -396,6 +396,43 @@ Status JobStore::SetOutput(const std::string& id, const std::string& owner,
   return txn.Commit();
 }
 
+Status JobStore::Release(const std::string& id, const std::string& owner, const std::string& reason,
+                         int64_t now_ms) {
+  JobEvent event;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    Impl::Txn txn(impl_.get());
+    IM_RETURN_IF_ERROR(txn.status());
+    IM_ASSIGN_OR_RETURN(Job job, Owned(impl_->Load(id), owner, now_ms));
+    Stmt s(impl_->db,
+           "UPDATE jobs SET state = 'queued', attempts = MAX(attempts - 1, 0), lease_owner = '',"
+           " lease_until = 0, updated = ?2 WHERE id = ?1");
+    IM_RETURN_IF_ERROR(s.status());
+    s.Bind(1, id).Bind(2, now_ms);
+    if (s.Step() != SQLITE_DONE) return impl_->StepError("releasing a job");
+    IM_RETURN_IF_ERROR(txn.Commit());
+    event = {now_ms, id, job.job_class, job.state, JobState::kQueued, reason};
+  }
+  if (options_.on_event) options_.on_event(event);
+  return OkStatus();
+}
+
+Result<int64_t> JobStore::Adopt(const std::string& owner, int64_t now_ms) {
+  if (owner.empty()) return InvalidArgument("adopting needs an owner");
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Impl::Txn txn(impl_.get());
+  IM_RETURN_IF_ERROR(txn.status());
+  Stmt s(impl_->db,
+         "UPDATE jobs SET lease_until = ?2, updated = ?2 WHERE lease_owner = ?1 AND state IN"
+         " ('submitting', 'running') AND lease_until > ?2");
+  IM_RETURN_IF_ERROR(s.status());
+  s.Bind(1, owner).Bind(2, now_ms);
+  if (s.Step() != SQLITE_DONE) return impl_->StepError("adopting jobs");
+  const int64_t n = sqlite3_changes(impl_->db);
+  IM_RETURN_IF_ERROR(txn.Commit());
+  return n;
+}
+
 Result<Job> JobStore::Cancel(const std::string& id, const std::string& reason, int64_t now_ms) {
   JobEvent event;
   Job job;
@@ -420,6 +457,15 @@ Result<Job> JobStore::Cancel(const std::string& id, const std::string& reason, i
   }
   if (options_.on_event) options_.on_event(event);
   return job;
+}
+
+Result<int64_t> JobStore::CountState(JobState state) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db, "SELECT COUNT(*) FROM jobs WHERE state = ?1");
+  IM_RETURN_IF_ERROR(s.status());
+  s.Bind(1, JobStateName(state));
+  if (s.Step() != SQLITE_ROW) return impl_->StepError("counting jobs");
+  return s.Int(0);
 }
 
 Result<std::map<std::pair<std::string, std::string>, int64_t>> JobStore::Counts() {

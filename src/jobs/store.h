@@ -110,9 +110,20 @@ class JobStore {
   [[nodiscard]] Status SetOutput(const std::string& id, const std::string& owner,
                                  const std::string& output, const std::string& slurm_ids,
                                  int64_t now_ms);
+  // Gives a claimed job back unfinished (the runner is shutting down): queued again, and
+  // the attempt it used is refunded, since the job did not fail.
+  [[nodiscard]] Status Release(const std::string& id, const std::string& owner,
+                               const std::string& reason, int64_t now_ms);
+  // After a restart: the unfinished jobs whose lease `owner` holds (the process that
+  // held them under that name has died, since this one now has the name) become
+  // claimable at once instead of when their lease runs out. Their next claim counts as a
+  // new attempt. Returns how many.
+  [[nodiscard]] Result<int64_t> Adopt(const std::string& owner, int64_t now_ms);
   // Any job not yet finished, whoever holds it. FailedPrecondition once it has finished.
   [[nodiscard]] Result<Job> Cancel(const std::string& id, const std::string& reason,
                                    int64_t now_ms);
+  // Jobs in `state` (indexed: cheap enough for every submission).
+  [[nodiscard]] Result<int64_t> CountState(JobState state);
   // Jobs by (class, state).
   [[nodiscard]] Result<std::map<std::pair<std::string, std::string>, int64_t>> Counts();
 

@@ -24,7 +24,7 @@ class WorkerProcess:
     ROLE = "worker"
 
     def __init__(self, binary, repo, settings, log_path, start_timeout=120, port=0,
-                 role_args=None):
+                 role_args=None, env=None):
         self.log_path = log_path
         args = [binary]
         for s in settings:
@@ -33,7 +33,8 @@ class WorkerProcess:
         args += ["--port", str(port)]
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=self.log,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     env=None if env is None else {**os.environ, **env})
         line = self._read_line(start_timeout)
         prefix = f"infermesh {self.ROLE} listening on "
         if not line.startswith(prefix):

@@ -215,6 +215,36 @@ TEST_F(JobStoreTest, AnAcknowledgedSubmissionSurvivesAKilledProcess) {
   }
 }
 
+TEST_F(JobStoreTest, ReleaseRefundsTheAttemptAndAdoptFreesARestartedOwnersJobs) {
+  auto store = Open(/*max_attempts=*/2);
+  ASSERT_TRUE(store->Submit("a", "embed", "{}", kT0).ok());
+  ASSERT_TRUE(store->Submit("b", "embed", "{}", kT0 + 1).ok());
+  auto a = store->Claim("svc", {}, JobState::kRunning, 30'000, kT0 + 2);
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->attempts, 1);
+  // A graceful stop hands the job back without spending its attempt.
+  ASSERT_TRUE(store->Release("a", "svc", "shutting down", kT0 + 3).ok());
+  auto back = store->Get("a");
+  EXPECT_EQ(back->state, JobState::kQueued);
+  EXPECT_EQ(back->attempts, 0);
+  EXPECT_EQ(store->Release("a", "svc", "again", kT0 + 4).code(), StatusCode::kFailedPrecondition);
+
+  // "svc" claims both, then dies; a new process under the same name adopts them at once.
+  ASSERT_TRUE(store->Claim("svc", {}, JobState::kRunning, 30'000, kT0 + 5)->has_value());
+  ASSERT_TRUE(store->Claim("svc", {}, JobState::kRunning, 30'000, kT0 + 6)->has_value());
+  ASSERT_TRUE(store->Submit("c", "embed", "{}", kT0 + 7).ok());
+  ASSERT_TRUE(store->Claim("other", {}, JobState::kRunning, 30'000, kT0 + 8)->has_value());
+  EXPECT_FALSE(store->Claim("svc", {}, JobState::kRunning, 30'000, kT0 + 9)->has_value());
+  auto adopted = store->Adopt("svc", kT0 + 10);
+  ASSERT_TRUE(adopted.ok());
+  EXPECT_EQ(*adopted, 2);  // not "other"'s job
+  auto again = store->Claim("svc", {}, JobState::kRunning, 30'000, kT0 + 11);
+  ASSERT_TRUE(again.ok() && again->has_value());
+  EXPECT_EQ((*again)->id, "a");
+  EXPECT_EQ((*again)->attempts, 2);  // the crash cost an attempt
+  EXPECT_EQ(store->Get("c")->lease_owner, "other");
+}
+
 TEST_F(JobStoreTest, OpenFailsClearly) {
   StoreOptions o;
   o.path = (dir_ / "missing-folder" / "jobs.db").string();
