@@ -6,7 +6,7 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker bench-gateway bench-ring-sim format format-check sanitize-build clean
+.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker bench-gateway bench-jobs bench-ring-sim format format-check sanitize-build clean
 
 all: build
 
@@ -37,6 +37,7 @@ RUNTIME_BENCH := bench/runtime_bench.py --runner $(BUILD)/bench/runtime_runner \
 	--fixtures $(BUILD)/fixtures --work $(BUILD)/bench-runtime
 WORKER_BENCH := bench/worker_bench.py $(BIN)
 GATEWAY_BENCH := bench/gateway_bench.py $(BIN)
+JOBS_BENCH := bench/jobs_bench.py $(BIN)
 
 # Every benchmark, one after the other in one recipe (each wants the cores to itself,
 # so even `make -j` must not run them side by side).
@@ -44,6 +45,7 @@ bench: build
 	@$(RUNTIME_BENCH)
 	@$(WORKER_BENCH)
 	@$(GATEWAY_BENCH)
+	@$(JOBS_BENCH)
 
 # Our runtime against ONNX Runtime on the same fixtures, inputs and thread counts
 # (issue 4): about 7 minutes; prints a table and writes bench/results/runtime.json.
@@ -60,6 +62,12 @@ bench-worker: build
 # minutes; prints a table and writes bench/results/gateway.json.
 bench-gateway: build
 	@$(GATEWAY_BENCH)
+
+# The job service (issue 10): submission latency through HTTP and the spool, an embed
+# job's throughput against the mesh's, memory over a large input; about 6 minutes; prints
+# a table and writes bench/results/jobs.json. ARGS="--lines 10000000" for the full size.
+bench-jobs: build
+	@$(JOBS_BENCH) $(ARGS)
 
 # The gateway's ring for 3 to 1,000 workers, simulated (issue 9 (e); bench-gateway runs it
 # too): about 25 s; prints a table and writes bench/results/ring_sim.json.

@@ -807,6 +807,9 @@ Result<EmbedResult> EmbedJob::Run() {
                       std::to_string(spec_.max_errors) + "); first: " + ckpt_.first_error);
   }
 
+  // The total is known now: say so before the first chunk, which may take a while.
+  if (o_.on_progress) IM_RETURN_IF_ERROR(o_.on_progress(ckpt_.items, total));
+
   std::vector<std::thread> workers;
   workers.reserve(static_cast<size_t>(spec_.concurrency));
   for (int i = 0; i < spec_.concurrency; ++i) workers.emplace_back([this] { WorkerLoop(); });

@@ -528,7 +528,7 @@ Result<JobServiceOptions> JobServiceOptionsFromConfig(const Config& c) {
     return InvalidArgument("jobs.instance: " + ok.error().message);
   }
   IM_ASSIGN_OR_RETURN(int64_t runners, c.GetInt("jobs.runners"));
-  if (runners < 1 || runners > 64) return InvalidArgument("jobs.runners must be 1..64");
+  if (runners < 0 || runners > 64) return InvalidArgument("jobs.runners must be 0..64");
   o.runners = static_cast<int>(runners);
   IM_ASSIGN_OR_RETURN(int64_t lease, c.GetMillis("jobs.lease"));
   if (lease < 100) return InvalidArgument("jobs.lease must be at least 100ms");

@@ -41,7 +41,7 @@ struct JobServiceOptions {
   std::string spool_dir;  // "": no spool
   std::chrono::milliseconds spool_rescan{2000};
   std::string instance = "default";
-  int runners = 1;
+  int runners = 1;  // 0: take submissions only
   std::chrono::milliseconds lease{30000};
   int max_attempts = 3;
   int64_t max_queued = 100000;
