@@ -25,6 +25,8 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-testdata prometheus redis-server
   # make bench-gateway's peer
   haproxy
+  # jobs: the real Slurm the Slurm executor's tests start on localhost
+  slurmctld slurmd slurm-client munge
   python3-torch python3-onnx python3-numpy python3-requests python3-sentencepiece unicode-data curl
 )
 

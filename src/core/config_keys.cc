@@ -117,6 +117,13 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"jobs.embed.request_timeout", "120s", "deadline of one chunk's request to the mesh"},
       {"jobs.embed.retry_window", "10m",
        "how long a chunk is retried while the mesh is overloaded or down before the job fails"},
+      {"jobs.slurm.work_dir", "",
+       "shared folder for Slurm jobs' scripts, logs and completion markers (empty: "
+       "<state_dir>/slurm); every node must see it at the same path"},
+      {"jobs.slurm.bin_dir", "", "folder of sbatch, squeue and scancel (empty: PATH)"},
+      {"jobs.slurm.poll_max", "30s", "longest time between two squeue cycles"},
+      {"jobs.slurm.command_timeout", "30s", "a Slurm command slower than this has failed"},
+      {"jobs.slurm.max_requeues", "2", "resubmissions of a job after NODE_FAIL or PREEMPTED"},
       // The HTTP server (src/http/server.h, ServerLimits).
       {"server.max_connections", "1024",
        "client connections; beyond, the longest-waiting idle or header-stalled one is shed"},

@@ -13,6 +13,8 @@
 #include <mutex>
 #include <thread>
 
+#include <boost/json.hpp>
+
 #include "core/failpoint.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -20,6 +22,7 @@
 #include "http/client.h"
 #include "jobs/embed_runner.h"
 #include "jobs/event_log.h"
+#include "jobs/slurm_executor.h"
 #include "jobs/spool.h"
 #include "jobs/store.h"
 
@@ -84,6 +87,7 @@ struct JobService::Impl {
   std::unique_ptr<JobStore> store;
   std::unique_ptr<http::HttpClient> client;
   std::unique_ptr<Spool> spool;
+  std::unique_ptr<SlurmExecutor> slurm;
   std::unique_ptr<http::HttpServer> server;
   http::BearerAuth user_auth, admin_auth;
 
@@ -118,6 +122,7 @@ struct JobService::Impl {
         ++wake_seq;
       }
       wake.notify_all();
+      if (slurm && e.job_class.rfind("slurm_", 0) == 0) slurm->Wake();
     }
     if (IsTerminal(e.to)) {
       auto job = store ? store->Get(e.id) : Result<Job>(NotFound(""));
@@ -205,12 +210,15 @@ struct JobService::Impl {
     if (!sub.ok()) return sub.error();
     if (!RunnableJobClass(sub->job_class)) {
       return ApiError{501, "Unimplemented",
-                      "class '" + sub->job_class + "' needs the Slurm executor, which this " +
-                          "service does not have yet; embed jobs run on the mesh",
+                      "class '" + sub->job_class + "' is not supported by this service yet " +
+                          "(embed and slurm_script are)",
                       "class"};
     }
     if (sub->job_class == "embed") {
       auto spec = ParseEmbedPayload(sub->payload, options.embed, options.data_dirs);
+      if (!spec.ok()) return spec.error();
+    } else if (sub->job_class == "slurm_script") {
+      auto spec = ParseSlurmScriptPayload(sub->payload, options.data_dirs);
       if (!spec.ok()) return spec.error();
     }
     auto queued = store->CountState(JobState::kQueued);
@@ -391,6 +399,10 @@ struct JobService::Impl {
         std::lock_guard<std::mutex> lock(mu);
         if (auto it = running.find(*id); it != running.end()) it->second->store(true);
       }
+      if (slurm && !job->slurm_ids.empty()) {
+        (void)slurm->CancelSlurmJobs(*job);
+        slurm->Wake();
+      }
       Reply(r, 200, JobJson(*job));
     });
     router->Add("GET", "/slurm/status/{id}", [this](http::Request& q, http::Responder r) {
@@ -419,7 +431,11 @@ struct JobService::Impl {
             r, 503,
             ErrorJson(ApiError{503, "Unhealthy", "the job store: " + n.status().message(), ""}));
       }
-      Reply(r, 200, "{\"status\":\"ok\",\"owner\":\"" + owner + "\"}");
+      boost::json::object o;
+      o["status"] = "ok";
+      o["owner"] = owner;
+      o["slurm_reachable"] = slurm ? slurm->slurm_reachable() : false;
+      Reply(r, 200, boost::json::serialize(o));
     });
     router->Add("GET", "/metrics", [this](http::Request&, http::Responder r) {
       if (auto counts = store->Counts(); counts.ok()) {
@@ -467,6 +483,19 @@ Result<std::unique_ptr<JobService>> JobService::Start(JobServiceOptions options)
                         return std::make_pair(j->state == JobState::kSucceeded, j->error);
                       }));
   }
+  {
+    SlurmExecutorOptions xo;
+    xo.work_dir = im.options.slurm_work_dir.empty()
+                      ? (fs::path(im.options.state_dir) / "slurm").string()
+                      : im.options.slurm_work_dir;
+    xo.bin_dir = im.options.slurm_bin_dir;
+    xo.data_dirs = im.options.data_dirs;
+    xo.command_timeout = im.options.slurm_command_timeout;
+    xo.poll_max = im.options.slurm_poll_max;
+    xo.max_requeues = im.options.slurm_max_requeues;
+    im.slurm = std::make_unique<SlurmExecutor>(xo, im.store.get(), im.owner, im.options.lease);
+    if (im.options.runners > 0) IM_RETURN_IF_ERROR(im.slurm->Start());
+  }
   http::ServerOptions so;
   so.host = im.options.host;
   so.port = im.options.port;
@@ -493,6 +522,7 @@ void JobService::Shutdown() {
     for (auto& [id, abort] : im.running) abort->store(true);
   }
   im.wake.notify_all();
+  if (im.slurm) im.slurm->Stop();
   for (auto& t : im.runners) t.join();
   if (im.lease_keeper.joinable()) im.lease_keeper.join();
   if (im.client) im.client->Shutdown();
@@ -564,6 +594,17 @@ Result<JobServiceOptions> JobServiceOptionsFromConfig(const Config& c) {
   o.request_timeout = std::chrono::milliseconds(rt);
   IM_ASSIGN_OR_RETURN(int64_t rw, c.GetMillis("jobs.embed.retry_window"));
   o.retry_window = std::chrono::milliseconds(rw);
+  IM_ASSIGN_OR_RETURN(o.slurm_work_dir, c.GetString("jobs.slurm.work_dir"));
+  IM_ASSIGN_OR_RETURN(o.slurm_bin_dir, c.GetString("jobs.slurm.bin_dir"));
+  IM_ASSIGN_OR_RETURN(int64_t poll, c.GetMillis("jobs.slurm.poll_max"));
+  if (poll < 100) return InvalidArgument("jobs.slurm.poll_max must be at least 100ms");
+  o.slurm_poll_max = std::chrono::milliseconds(poll);
+  IM_ASSIGN_OR_RETURN(int64_t cmd, c.GetMillis("jobs.slurm.command_timeout"));
+  if (cmd < 100) return InvalidArgument("jobs.slurm.command_timeout must be at least 100ms");
+  o.slurm_command_timeout = std::chrono::milliseconds(cmd);
+  IM_ASSIGN_OR_RETURN(int64_t rq, c.GetInt("jobs.slurm.max_requeues"));
+  if (rq < 0 || rq > 100) return InvalidArgument("jobs.slurm.max_requeues must be 0..100");
+  o.slurm_max_requeues = static_cast<int>(rq);
   IM_ASSIGN_OR_RETURN(o.server_limits, http::ServerLimitsFromConfig(c));
   return o;
 }

@@ -52,6 +52,12 @@ struct JobServiceOptions {
   int64_t max_line_bytes = 1 << 20;
   std::chrono::milliseconds request_timeout{120000};
   std::chrono::milliseconds retry_window{600000};
+  // The Slurm executor (slurm_executor.h).
+  std::string slurm_work_dir;  // "": <state_dir>/slurm
+  std::string slurm_bin_dir;   // "": PATH
+  std::chrono::milliseconds slurm_poll_max{30000};
+  std::chrono::milliseconds slurm_command_timeout{30000};
+  int slurm_max_requeues = 2;
   http::ServerLimits server_limits;
   // How often an idle runner looks for claimable jobs it was not woken for (jobs of
   // other processes whose leases expired).

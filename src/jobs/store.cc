@@ -396,6 +396,19 @@ Status JobStore::SetOutput(const std::string& id, const std::string& owner,
   return txn.Commit();
 }
 
+Status JobStore::SetError(const std::string& id, const std::string& owner, const std::string& error,
+                          int64_t now_ms) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Impl::Txn txn(impl_.get());
+  IM_RETURN_IF_ERROR(txn.status());
+  IM_RETURN_IF_ERROR(Owned(impl_->Load(id), owner, now_ms).status());
+  Stmt s(impl_->db, "UPDATE jobs SET error = ?2, updated = ?3 WHERE id = ?1");
+  IM_RETURN_IF_ERROR(s.status());
+  s.Bind(1, id).Bind(2, error).Bind(3, now_ms);
+  if (s.Step() != SQLITE_DONE) return impl_->StepError("storing a job's note");
+  return txn.Commit();
+}
+
 Status JobStore::Release(const std::string& id, const std::string& owner, const std::string& reason,
                          int64_t now_ms) {
   JobEvent event;

@@ -119,6 +119,9 @@ class JobStore {
   // claimable at once instead of when their lease runs out. Their next claim counts as a
   // new attempt. Returns how many.
   [[nodiscard]] Result<int64_t> Adopt(const std::string& owner, int64_t now_ms);
+  // A note in the error field of a claimed job that has not failed (why it waits).
+  [[nodiscard]] Status SetError(const std::string& id, const std::string& owner,
+                                const std::string& error, int64_t now_ms);
   // Any job not yet finished, whoever holds it. FailedPrecondition once it has finished.
   [[nodiscard]] Result<Job> Cancel(const std::string& id, const std::string& reason,
                                    int64_t now_ms);

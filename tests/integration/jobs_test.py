@@ -22,6 +22,7 @@ import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from slurm_cluster import SlurmCluster  # noqa: E402
 from worker_process import WorkerProcess, wait_for  # noqa: E402
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else "build/release/apps/infermesh/infermesh"
@@ -32,12 +33,23 @@ _tmp = tempfile.mkdtemp(prefix="infermesh-jobs-test-")
 _procs = []
 _repo = None
 _worker = None
+_slurm = None
 
 
 def tearDownModule():
     for p in _procs:
         p.kill()
+    if _slurm is not None:
+        _slurm.stop()
     shutil.rmtree(_tmp, ignore_errors=True)
+
+
+def slurm():
+    """The one Slurm cluster of this run (a missing Slurm fails, it does not skip)."""
+    global _slurm
+    if _slurm is None:
+        _slurm = SlurmCluster()
+    return _slurm
 
 
 def repo():
@@ -334,8 +346,22 @@ class BadSubmissions(unittest.TestCase):
                    400, ["concurrency"])
         self.check({"id": "x", "class": "embed", "payload": dict(ok, colour="red")},
                    400, ["unknown embed payload field 'colour'"])
-        self.check({"id": "x", "class": "slurm_script", "payload": {"script": "x"}}, 501,
-                   ["Slurm executor"])
+        self.check({"id": "x", "class": "slurm_embed", "payload": {"input": "x"}}, 501,
+                   ["not supported by this service yet"])
+        for bad, word in (({"nodes": 0}, "nodes"), ({"nodes": 100000}, "nodes"),
+                          ({"time": "forever"}, "time"), ({"mem": "-1G"}, "mem"),
+                          ({"array": "5-1"}, "array"), ({"array": "0-10000000"}, "array"),
+                          ({"partition": "a b"}, "partition"), ({"cpus_per_task": "2"},
+                                                                 "cpus_per_task"),
+                          ({"script_file": "/etc/passwd"}, "outside the data folders"),
+                          ({}, "exactly one of 'script' and 'script_file'")):
+            payload = {"script": "true", **bad}
+            if "script_file" in bad:
+                del payload["script"]
+            if not bad:
+                payload = {}
+            status = 403 if "script_file" in bad else 400
+            self.check({"id": "x", "class": "slurm_script", "payload": payload}, status, [word])
         r = self.svc.post("/queue/submit", json.dumps({"id": "x", "class": "embed",
                                                        "payload": {"pad": "x" * 8000}}))
         self.assertEqual(r.status_code, 413, r.text)
@@ -595,6 +621,125 @@ class Cli(unittest.TestCase):
                                timeout=60)
             self.assertNotEqual(p.returncode, 0)
             self.assertIn("another job service runs as instance 'default'", p.stderr)
+        finally:
+            self.assertEqual(svc.stop(), 0)
+
+
+class SlurmJobs(unittest.TestCase):
+    """slurm_script jobs on a real Slurm (munged, slurmctld, slurmd on this machine)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = slurm()
+        cls.dir = Folder("slurm")
+        cls.svc = Jobs(cls.dir.state, cls.dir.data, worker().url,
+                       ["jobs.slurm.poll_max=500ms", "jobs.slurm.command_timeout=5s"],
+                       env={"SLURM_CONF": cls.cluster.conf})
+
+    @classmethod
+    def tearDownClass(cls):
+        assert cls.svc.stop() == 0
+
+    def submit(self, job_id, **payload):
+        r = self.svc.submit(job_id, payload, cls="slurm_script")
+        self.assertEqual(r.status_code, 201, r.text)
+        return r.json()
+
+    def test_success_failure_array_and_the_output(self):
+        self.submit("ok", script="echo hello from $SLURM_JOB_ID\n")
+        self.submit("bad", script="echo failing; exit 3\n")
+        self.submit("arr", script="echo task $SLURM_ARRAY_TASK_ID\n", array="0-3")
+        ok = self.svc.wait_state("ok")
+        self.assertEqual(ok["state"], "succeeded", ok)
+        self.assertEqual(len(ok["slurm_job_ids"]), 1)
+        logs = [n for n in os.listdir(ok["output"]) if n.startswith("slurm-")]
+        self.assertEqual(len(logs), 1, os.listdir(ok["output"]))
+        with open(os.path.join(ok["output"], logs[0])) as f:
+            self.assertIn(f"hello from {ok['slurm_job_ids'][0]}", f.read())
+        bad = self.svc.wait_state("bad")
+        self.assertEqual(bad["state"], "failed", bad)
+        self.assertIn("FAILED", bad["error"])
+        self.assertIn("exit code 3", bad["error"])
+        arr = self.svc.wait_state("arr")
+        self.assertEqual(arr["state"], "succeeded", arr)
+        self.assertEqual(arr["progress"], {"done": 4, "total": 4})
+        self.assertEqual(sorted(os.listdir(os.path.join(arr["output"], "markers"))),
+                         ["0.json", "1.json", "2.json", "3.json"])
+        self.assertIn("4 tasks completed", end_reason(self.dir.state, "arr"))
+        # Each was submitted once.
+        for name in ("ok", "bad", "arr"):
+            self.assertEqual(len({row[0] for row in self.cluster.squeue(f"im-{name}")}), 1)
+        status = self.svc.get("/slurm/status/ok")
+        self.assertEqual(status.status_code, 200, status.text)
+        self.assertEqual(status.json()["slurm_job_ids"], ok["slurm_job_ids"])
+
+    def test_a_time_limit_and_a_cancel(self):
+        self.submit("slow", script="sleep 600\n", time="1")
+        self.submit("stop", script="sleep 600\n")
+        wait_for(lambda: self.svc.job("stop")["state"] == "running", timeout=30)
+        wait_for(lambda: any(r[2] == "RUNNING" for r in self.cluster.squeue("im-stop")),
+                 timeout=30)
+        r = self.svc.session.delete(self.svc.url + "/jobs/stop")
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertTrue(wait_for(lambda: all(r[2] == "CANCELLED"
+                                             for r in self.cluster.squeue("im-stop")),
+                                 timeout=30), self.cluster.squeue("im-stop"))
+        self.assertEqual(self.svc.job("stop")["state"], "cancelled")
+        # Slurm's time limit (1 minute) ends the other.
+        slow = self.svc.wait_state("slow", timeout=180)
+        self.assertEqual(slow["state"], "failed", slow)
+        self.assertIn("TIMEOUT", slow["error"])
+
+    def test_a_controller_that_goes_away_and_comes_back(self):
+        self.cluster.stop_controller()
+        try:
+            self.submit("wait", script="echo after the outage\n")
+            j = wait_for(lambda: (lambda j: j if "waiting for Slurm" in j["error"] else None)(
+                self.svc.job("wait")), timeout=60)
+            self.assertTrue(j, self.svc.job("wait"))
+            self.assertEqual(j["state"], "submitting")
+            self.assertFalse(self.svc.get("/health").json()["slurm_reachable"])
+            m = self.svc.metrics()
+            self.assertGreater(m.get('infermesh_jobs_slurm_errors_total{op="squeue"}', 0) +
+                               m.get('infermesh_jobs_slurm_errors_total{op="sbatch"}', 0), 0)
+        finally:
+            self.cluster.start_controller()
+        j = self.svc.wait_state("wait", timeout=120)
+        self.assertEqual(j["state"], "succeeded", j)
+        self.assertEqual(j["error"], "")
+        self.assertTrue(self.svc.get("/health").json()["slurm_reachable"])
+
+    def test_a_crash_after_sbatch_adopts_the_job_instead_of_submitting_it_again(self):
+        d = Folder("slurm-crash")
+        env = {"SLURM_CONF": self.cluster.conf, "INFERMESH_FAILPOINT": "jobs.slurm.after_sbatch"}
+        svc = Jobs(d.state, d.data, worker().url, ["jobs.slurm.poll_max=500ms"], env=env)
+        r = svc.submit("adopt", {"script": "sleep 2; echo done\n"}, cls="slurm_script")
+        self.assertEqual(r.status_code, 201, r.text)
+        self.assertTrue(wait_for(lambda: svc.proc.poll() is not None, timeout=60))
+        svc.stop()
+        self.assertEqual(len(self.cluster.squeue("im-adopt")), 1)  # sbatch ran once
+        svc = Jobs(d.state, d.data, worker().url, ["jobs.slurm.poll_max=500ms"],
+                   env={"SLURM_CONF": self.cluster.conf})
+        try:
+            j = svc.wait_state("adopt", timeout=120)
+            self.assertEqual(j["state"], "succeeded", j)
+            m = svc.metrics()
+            self.assertEqual(m["infermesh_jobs_slurm_adopted_total"], 1)
+            self.assertEqual(m["infermesh_jobs_slurm_submissions_total"], 0)
+            self.assertEqual(len(self.cluster.squeue("im-adopt")), 1)  # still once
+        finally:
+            self.assertEqual(svc.stop(), 0)
+
+    def test_without_slurm_installed_jobs_wait_with_a_clear_error(self):
+        d = Folder("no-slurm")
+        svc = Jobs(d.state, d.data, worker().url, ["jobs.slurm.bin_dir=/nonexistent/bin"])
+        try:
+            svc.submit("none", {"script": "true\n"}, cls="slurm_script")
+            j = wait_for(lambda: (lambda j: j if j["error"] else None)(svc.job("none")),
+                         timeout=30)
+            self.assertIn("not installed", j["error"])
+            self.assertEqual(j["state"], "submitting")
+            self.assertEqual(svc.get("/health").status_code, 200)
         finally:
             self.assertEqual(svc.stop(), 0)
 
