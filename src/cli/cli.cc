@@ -44,6 +44,7 @@ int Main(int argc, char** argv) {
   AddDemoModelCommand(app, exit_code);
   AddBenchCommand(app, exit_code);
   AddJobsCommand(app, exit_code);
+  AddEmbedShardCommand(app, exit_code);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -34,5 +34,6 @@ void AddGatewayCommand(CLI::App& app, int& exit_code);      // gateway_command.c
 void AddDemoModelCommand(CLI::App& app, int& exit_code);    // demo_command.cc
 void AddBenchCommand(CLI::App& app, int& exit_code);        // bench_command.cc
 void AddJobsCommand(CLI::App& app, int& exit_code);         // jobs_command.cc
+void AddEmbedShardCommand(CLI::App& app, int& exit_code);   // embed_shard_command.cc
 
 }  // namespace infermesh::cli

@@ -121,6 +121,8 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
        "shared folder for Slurm jobs' scripts, logs and completion markers (empty: "
        "<state_dir>/slurm); every node must see it at the same path"},
       {"jobs.slurm.bin_dir", "", "folder of sbatch, squeue and scancel (empty: PATH)"},
+      {"jobs.slurm.infermesh_bin", "",
+       "the infermesh binary a slurm_embed task runs, as the nodes see it (empty: this one)"},
       {"jobs.slurm.poll_max", "30s", "longest time between two squeue cycles"},
       {"jobs.slurm.command_timeout", "30s", "a Slurm command slower than this has failed"},
       {"jobs.slurm.max_requeues", "2", "resubmissions of a job after NODE_FAIL or PREEMPTED"},

@@ -132,7 +132,25 @@ class ItemReader {
   ItemReader(int fd, const EmbedSpec& spec, size_t max_line)
       : reader_(fd, max_line), format_(spec.input_format), max_line_(max_line) {}
 
+  // Only items [skip, skip + count) of the input (a shard); count -1: to the end.
+  void SetRange(int64_t skip, int64_t count) {
+    skip_ = skip;
+    left_ = count;
+  }
+
   bool Next(Item* item) {
+    for (; skip_ > 0; --skip_) {
+      if (!NextItem(item)) return false;
+    }
+    if (left_ == 0) return false;
+    if (!NextItem(item)) return false;
+    if (left_ > 0) --left_;
+    return true;
+  }
+  const Status& status() const { return reader_.status(); }
+
+ private:
+  bool NextItem(Item* item) {
     std::string line;
     bool too_long = false, blank = true;
     for (;;) {
@@ -156,9 +174,7 @@ class ItemReader {
     ParseJsonl(line, item);
     return true;
   }
-  const Status& status() const { return reader_.status(); }
 
- private:
   void ParseJsonl(const std::string& line, Item* item) {
     const std::string where = "line " + std::to_string(item->line) + ": ";
     boost::system::error_code ec;
@@ -195,6 +211,7 @@ class ItemReader {
   InputFormat format_;
   size_t max_line_;
   int64_t line_no_ = 0;
+  int64_t skip_ = 0, left_ = -1;
 };
 
 struct Chunk {
@@ -355,9 +372,9 @@ struct Checkpoint {
   }
 };
 
-std::string Fingerprint(const EmbedSpec& spec, const struct stat& st) {
-  return std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) + "." +
-         std::to_string(st.st_mtim.tv_nsec) + ":" +
+std::string Fingerprint(const EmbedSpec& spec, const struct stat& st, int shard, int shards) {
+  return std::to_string(shard) + "/" + std::to_string(shards) + ":" + std::to_string(st.st_size) +
+         ":" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
          (spec.input_format == InputFormat::kJsonl ? "jsonl" : "text") + ":" +
          (spec.output_format == OutputFormat::kJsonl ? "jsonl" : "f32") + ":" +
          std::to_string(spec.chunk_items) + ":" + (spec.normalize ? "n" : "-") +
@@ -381,6 +398,8 @@ class EmbedJob {
   Result<Answer> Send(const std::vector<const Item*>& items);
   // Send(), in requests of at most max_request_items_.
   Result<Answer> SendAll(const std::vector<const Item*>& items);
+  // With EmbedRunnerOptions::embed: in this process.
+  Result<Answer> EmbedHere(const std::vector<const Item*>& items);
   void ReadMeshLimits();
   Result<ChunkOutcome> Process(const Chunk& chunk);
   void WorkerLoop();
@@ -511,6 +530,31 @@ Result<Answer> EmbedJob::Send(const std::vector<const Item*>& items) {
   }
 }
 
+Result<Answer> EmbedJob::EmbedHere(const std::vector<const Item*>& items) {
+  std::vector<std::string> texts;
+  texts.reserve(items.size());
+  for (const Item* it : items) texts.push_back(it->text);
+  auto rows = o_.embed(texts, spec_);
+  Answer a;
+  if (rows.ok()) {
+    if (rows->size() != items.size()) {
+      return Status(StatusCode::kInternal, "the model answered " + std::to_string(rows->size()) +
+                                               " rows for " + std::to_string(items.size()));
+    }
+    a.rows = std::move(rows).value();
+    return a;
+  }
+  switch (rows.status().code()) {
+    case StatusCode::kInvalidArgument:
+    case StatusCode::kOutOfRange:
+    case StatusCode::kFailedPrecondition:
+      a.refused = "the model refused it: " + rows.status().message();
+      return a;
+    default:
+      return rows.status();
+  }
+}
+
 Result<Answer> EmbedJob::SendAll(const std::vector<const Item*>& items) {
   if (max_request_items_ == 0 || items.size() <= max_request_items_) return Send(items);
   Answer all;
@@ -556,7 +600,7 @@ Result<ChunkOutcome> EmbedJob::Process(const Chunk& chunk) {
     }
   }
   if (valid.empty()) return out;
-  IM_ASSIGN_OR_RETURN(Answer a, SendAll(valid));
+  IM_ASSIGN_OR_RETURN(Answer a, o_.embed ? EmbedHere(valid) : SendAll(valid));
   if (!a.refused) {
     for (size_t k = 0; k < valid.size(); ++k) out.results[where[k]] = std::move(a.rows[k]);
     return out;
@@ -568,7 +612,7 @@ Result<ChunkOutcome> EmbedJob::Process(const Chunk& chunk) {
   // Find the items it refuses: one at a time.
   RunnerMetrics::Get().retries.WithLabels({"split"}).Inc();
   for (size_t k = 0; k < valid.size(); ++k) {
-    IM_ASSIGN_OR_RETURN(Answer one, Send({valid[k]}));
+    IM_ASSIGN_OR_RETURN(Answer one, o_.embed ? EmbedHere({valid[k]}) : Send({valid[k]}));
     if (one.refused) {
       out.results[where[k]] = "line " + std::to_string(valid[k]->line) + ": " + *one.refused;
     } else {
@@ -740,15 +784,20 @@ Status EmbedJob::Finish() {
 }
 
 Result<EmbedResult> EmbedJob::Run() {
-  IM_ASSIGN_OR_RETURN(endpoint_, http::ParseEndpoint(spec_.url));
-  ReadMeshLimits();
+  if (!o_.embed) {
+    IM_ASSIGN_OR_RETURN(endpoint_, http::ParseEndpoint(spec_.url));
+    ReadMeshLimits();
+  }
   struct stat st {};
   if (::stat(spec_.input.c_str(), &st) != 0) {
     return Status(StatusCode::kNotFound,
                   "cannot read the input " + spec_.input + ": " + std::strerror(errno));
   }
-  fingerprint_ = Fingerprint(spec_, st);
-  IM_ASSIGN_OR_RETURN(const int64_t total, CountItems());
+  fingerprint_ = Fingerprint(spec_, st, o_.shard, o_.shards);
+  IM_ASSIGN_OR_RETURN(const int64_t all_items, CountItems());
+  // A shard is a contiguous range of items, so that shards concatenate in input order.
+  const int64_t first = all_items * o_.shard / o_.shards;
+  const int64_t total = all_items * (o_.shard + 1) / o_.shards - first;
 
   Fd in(::open(spec_.input.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.get() < 0) {
@@ -756,6 +805,7 @@ Result<EmbedResult> EmbedJob::Run() {
                   "cannot open the input " + spec_.input + ": " + std::strerror(errno));
   }
   ItemReader reader(in.get(), spec_, static_cast<size_t>(o_.max_line_bytes));
+  reader.SetRange(first, total);
 
   // Resume from a checkpoint that still describes this input, read up to it.
   bool resume = false;
@@ -790,6 +840,7 @@ Result<EmbedResult> EmbedJob::Run() {
       in = Fd(::open(spec_.input.c_str(), O_RDONLY | O_CLOEXEC));
       if (in.get() < 0) return Errno("reopening " + spec_.input);
       reader = ItemReader(in.get(), spec_, static_cast<size_t>(o_.max_line_bytes));
+      reader.SetRange(first, total);
     }
   }
   if (!resume) IM_RETURN_IF_ERROR(OpenPartials(false));
@@ -912,7 +963,13 @@ Result<EmbedResult> EmbedJob::Run() {
 }  // namespace
 
 Result<EmbedResult> RunEmbedJob(const EmbedSpec& spec, const EmbedRunnerOptions& options) {
-  if (options.client == nullptr) return InvalidArgument("the embed runner needs an HTTP client");
+  if (options.client == nullptr && !options.embed) {
+    return InvalidArgument("the embed runner needs an HTTP client or an embed function");
+  }
+  if (options.shards < 1 || options.shard < 0 || options.shard >= options.shards) {
+    return InvalidArgument("shard " + std::to_string(options.shard) + " of " +
+                           std::to_string(options.shards) + " does not exist");
+  }
   EmbedJob job(spec, options);
   return job.Run();
 }

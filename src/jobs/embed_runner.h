@@ -50,6 +50,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "http/client.h"
@@ -69,6 +70,15 @@ struct EmbedRunnerOptions {
   std::function<Status(int64_t done, int64_t total)> on_progress;
   std::chrono::milliseconds progress_interval{250};
   const std::atomic<bool>* stop = nullptr;  // set: return Cancelled at the next boundary
+  // In process instead of the mesh (`infermesh embed-shard` on a Slurm node): rows for
+  // the texts, or InvalidArgument / OutOfRange / FailedPrecondition for texts the model
+  // refuses (they become failed items), or another error, which fails the job.
+  std::function<Result<std::vector<std::vector<float>>>(const std::vector<std::string>& texts,
+                                                        const EmbedSpec& spec)>
+      embed;
+  // Only this shard of the items: a contiguous range, shard k of n holding items
+  // [k * N / n, (k + 1) * N / n), so that the shards concatenate in input order.
+  int shard = 0, shards = 1;
 };
 
 struct EmbedResult {

@@ -220,6 +220,9 @@ struct JobService::Impl {
     } else if (sub->job_class == "slurm_script") {
       auto spec = ParseSlurmScriptPayload(sub->payload, options.data_dirs);
       if (!spec.ok()) return spec.error();
+    } else if (sub->job_class == "slurm_embed") {
+      auto spec = ParseSlurmEmbedPayload(sub->payload, options.embed, options.data_dirs);
+      if (!spec.ok()) return spec.error();
     }
     auto queued = store->CountState(JobState::kQueued);
     if (!queued.ok()) return JobsApiError(queued.status());
@@ -493,6 +496,8 @@ Result<std::unique_ptr<JobService>> JobService::Start(JobServiceOptions options)
     xo.command_timeout = im.options.slurm_command_timeout;
     xo.poll_max = im.options.slurm_poll_max;
     xo.max_requeues = im.options.slurm_max_requeues;
+    xo.embed = im.options.embed;
+    xo.infermesh_bin = im.options.slurm_infermesh_bin;
     im.slurm = std::make_unique<SlurmExecutor>(xo, im.store.get(), im.owner, im.options.lease);
     if (im.options.runners > 0) IM_RETURN_IF_ERROR(im.slurm->Start());
   }
@@ -596,6 +601,7 @@ Result<JobServiceOptions> JobServiceOptionsFromConfig(const Config& c) {
   o.retry_window = std::chrono::milliseconds(rw);
   IM_ASSIGN_OR_RETURN(o.slurm_work_dir, c.GetString("jobs.slurm.work_dir"));
   IM_ASSIGN_OR_RETURN(o.slurm_bin_dir, c.GetString("jobs.slurm.bin_dir"));
+  IM_ASSIGN_OR_RETURN(o.slurm_infermesh_bin, c.GetString("jobs.slurm.infermesh_bin"));
   IM_ASSIGN_OR_RETURN(int64_t poll, c.GetMillis("jobs.slurm.poll_max"));
   if (poll < 100) return InvalidArgument("jobs.slurm.poll_max must be at least 100ms");
   o.slurm_poll_max = std::chrono::milliseconds(poll);

@@ -53,8 +53,9 @@ struct JobServiceOptions {
   std::chrono::milliseconds request_timeout{120000};
   std::chrono::milliseconds retry_window{600000};
   // The Slurm executor (slurm_executor.h).
-  std::string slurm_work_dir;  // "": <state_dir>/slurm
-  std::string slurm_bin_dir;   // "": PATH
+  std::string slurm_work_dir;       // "": <state_dir>/slurm
+  std::string slurm_bin_dir;        // "": PATH
+  std::string slurm_infermesh_bin;  // "": this executable
   std::chrono::milliseconds slurm_poll_max{30000};
   std::chrono::milliseconds slurm_command_timeout{30000};
   int slurm_max_requeues = 2;

@@ -1,5 +1,8 @@
 #include "jobs/slurm.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
@@ -8,6 +11,7 @@
 
 #include <boost/json.hpp>
 
+#include "core/failpoint.h"
 #include "jobs/api.h"
 
 namespace infermesh::jobs {
@@ -380,6 +384,218 @@ SlurmResolution ResolveSlurmJob(const std::vector<SlurmTask>& rows,
   } else {
     r.outcome = SlurmOutcome::kSucceeded;
     r.reason = array ? std::to_string(r.tasks_done) + " tasks completed" : "completed";
+  }
+  return r;
+}
+
+}  // namespace infermesh::jobs
+
+namespace infermesh::jobs {
+
+namespace {
+
+constexpr std::string_view kEmbedFields[] = {"input",         "input_format", "output",
+                                             "output_format", "chunk_items",  "max_errors",
+                                             "normalize",     "truncate"};
+constexpr std::string_view kSlurmFields[] = {"cpus_per_task", "mem", "time", "partition",
+                                             "requeue"};
+
+Status CopyInto(int out_fd, const std::string& path, const std::string& what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status(StatusCode::kDataLoss, "merge: " + what + " " + path + " is missing");
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    const char* p = buf.data();
+    size_t left = static_cast<size_t>(n);
+    while (left > 0) {
+      const ssize_t w = ::write(out_fd, p, left);
+      if (w < 0) return Status(StatusCode::kUnavailable, "merge: writing the output failed");
+      p += w;
+      left -= static_cast<size_t>(w);
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+ApiResult<SlurmEmbedSpec> ParseSlurmEmbedPayload(std::string_view payload,
+                                                 const EmbedDefaults& defaults,
+                                                 const std::vector<std::string>& data_dirs) {
+  boost::system::error_code ec;
+  boost::json::value v = boost::json::parse(payload, ec);
+  if (ec || !v.is_object()) return Bad("payload", "the payload must be a JSON object");
+  boost::json::object embed, slurm;
+  SlurmEmbedSpec spec;
+  std::string model;
+  for (const auto& kv : v.as_object()) {
+    const std::string_view k = kv.key();
+    if (std::find(std::begin(kEmbedFields), std::end(kEmbedFields), k) != std::end(kEmbedFields)) {
+      embed[k] = kv.value();
+    } else if (std::find(std::begin(kSlurmFields), std::end(kSlurmFields), k) !=
+               std::end(kSlurmFields)) {
+      slurm[k] = kv.value();
+    } else if (k == "model") {
+      if (!kv.value().is_string()) return Bad("model", "payload.model must be a string");
+      model = std::string(kv.value().as_string());
+    } else if (k == "shards") {
+      if (!kv.value().is_int64() || kv.value().as_int64() < 1 ||
+          kv.value().as_int64() > kMaxShards) {
+        return Bad("shards",
+                   "payload.shards must be an integer from 1 to " + std::to_string(kMaxShards));
+      }
+      spec.shards = static_cast<int>(kv.value().as_int64());
+    } else {
+      return Bad(std::string(k), "unknown slurm_embed payload field '" + std::string(k) + "'");
+    }
+  }
+  auto e = ParseEmbedPayload(boost::json::serialize(embed), defaults, data_dirs);
+  if (!e.ok()) return e.error();
+  spec.embed = std::move(e).value();
+  if (model.empty()) return Bad("model", "a slurm_embed payload needs 'model' (a model folder)");
+  std::error_code fec;
+  const std::string resolved = fs::weakly_canonical(fs::absolute(model, fec), fec).string();
+  bool inside = false;
+  for (const auto& d : data_dirs) inside = inside || PathInside(resolved, d);
+  if (!inside) {
+    return ApiError{403, "Forbidden",
+                    "payload.model '" + model + "' is outside the data folders (jobs.data_dirs)",
+                    "model"};
+  }
+  if (!fs::is_directory(resolved, fec)) {
+    return Bad("model", "payload.model '" + model + "' is not a folder");
+  }
+  spec.model = resolved;
+  slurm["script"] = "generated";
+  auto s = ParseSlurmScriptPayload(boost::json::serialize(slurm), data_dirs);
+  if (!s.ok()) return s.error();
+  spec.slurm = std::move(s).value();
+  spec.slurm.script.clear();
+  spec.slurm.array = "0-" + std::to_string(spec.shards - 1);
+  return spec;
+}
+
+std::string ShardOutput(const SlurmEmbedSpec& spec, const std::string& shard_dir, int shard) {
+  return shard_dir + "/part-" + std::to_string(shard) +
+         (spec.embed.output_format == OutputFormat::kF32 ? ".f32" : ".jsonl");
+}
+
+std::string ShardScript(const SlurmEmbedSpec& spec, const std::string& infermesh_bin,
+                        const std::string& shard_dir) {
+  const auto& e = spec.embed;
+  std::string s = "set -e\n";
+  s += "k=${SLURM_ARRAY_TASK_ID:-0}\n";
+  s += "mkdir -p " + ShellQuote(shard_dir) + "\n";
+  s += "exec " + ShellQuote(infermesh_bin) +
+       " --set runtime.intra_op_threads=" + std::to_string(spec.slurm.cpus_per_task) +
+       " embed-shard --model " + ShellQuote(spec.model) + " --input " + ShellQuote(e.input) +
+       " --input-format " + (e.input_format == InputFormat::kJsonl ? "jsonl" : "text") +
+       " --output " + ShellQuote(shard_dir) + "/part-$k" +
+       (e.output_format == OutputFormat::kF32 ? ".f32" : ".jsonl") + " --output-format " +
+       (e.output_format == OutputFormat::kF32 ? "f32" : "jsonl") + " --shard \"$k\" --shards " +
+       std::to_string(spec.shards) + " --chunk-items " + std::to_string(e.chunk_items) +
+       " --max-errors " + std::to_string(e.max_errors) + (e.normalize ? "" : " --no-normalize") +
+       (e.truncate ? "" : " --no-truncate") + "\n";
+  return s;
+}
+
+Result<MergeResult> MergeShards(const SlurmEmbedSpec& spec, const std::string& shard_dir) {
+  const std::string out = spec.embed.output;
+  const bool f32 = spec.embed.output_format == OutputFormat::kF32;
+  struct Target {
+    std::string final_path, partial;
+    int fd = -1;
+  };
+  Target t_out{out, out + ".partial"}, t_index{out + ".index", out + ".index.partial"},
+      t_err{out + ".errors.jsonl", out + ".errors.jsonl.partial"};
+  std::vector<Target*> targets = {&t_out, &t_err};
+  if (f32) targets.push_back(&t_index);
+  auto close_all = [&] {
+    for (auto* t : targets) {
+      if (t->fd >= 0) ::close(t->fd);
+      t->fd = -1;
+    }
+  };
+  for (auto* t : targets) {
+    t->fd = ::open(t->partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (t->fd < 0) {
+      close_all();
+      return Status(StatusCode::kUnavailable, "merge: cannot create " + t->partial);
+    }
+  }
+  MergeResult r;
+  Status st;
+  for (int k = 0; k < spec.shards && st.ok(); ++k) {
+    const std::string part = ShardOutput(spec, shard_dir, k);
+    st = CopyInto(t_out.fd, part, "shard output");
+    if (!st.ok()) break;
+    // Errors: concatenated; counted, and the first kept.
+    {
+      std::ifstream in(part + ".errors.jsonl", std::ios::binary);
+      if (!in) {
+        st = Status(StatusCode::kDataLoss, "merge: " + part + ".errors.jsonl is missing");
+        break;
+      }
+      std::string line, block;
+      while (std::getline(in, line)) {
+        ++r.failed;
+        if (r.first_error.empty()) {
+          boost::system::error_code jec;
+          auto v = boost::json::parse(line, jec);
+          if (!jec && v.is_object() && v.as_object().contains("error")) {
+            r.first_error = boost::json::value_to<std::string>(v.as_object().at("error"));
+          }
+        }
+        block += line + "\n";
+      }
+      if (::write(t_err.fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) {
+        st = Status(StatusCode::kUnavailable, "merge: writing the errors file failed");
+        break;
+      }
+    }
+    // The index: rows renumbered after the shards before.
+    std::ifstream idx(f32 ? part + ".index" : std::string(), std::ios::binary);
+    if (f32 && !idx) {
+      st = Status(StatusCode::kDataLoss, "merge: " + part + ".index is missing");
+      break;
+    }
+    std::string line, block;
+    int64_t rows = 0;
+    while (f32 && std::getline(idx, line)) {
+      const size_t at = line.rfind(",\"row\":");
+      if (at == std::string::npos) {
+        st = Status(StatusCode::kDataLoss, "merge: a malformed index line in " + part);
+        break;
+      }
+      block += line.substr(0, at) + ",\"row\":" + std::to_string(r.embedded + rows) + "}\n";
+      ++rows;
+    }
+    if (!f32) {
+      std::ifstream o(part, std::ios::binary);
+      while (std::getline(o, line)) ++rows;
+    }
+    if (f32 &&
+        ::write(t_index.fd, block.data(), block.size()) != static_cast<ssize_t>(block.size())) {
+      st = Status(StatusCode::kUnavailable, "merge: writing the index failed");
+    }
+    r.embedded += rows;
+    if (k == spec.shards / 2) Failpoint("jobs.slurm.mid_merge");
+  }
+  if (st.ok()) {
+    for (auto* t : targets) {
+      if (::fdatasync(t->fd) != 0) st = Status(StatusCode::kUnavailable, "merge: fsync failed");
+    }
+  }
+  close_all();
+  if (!st.ok()) return st;
+  // Output last: its appearance means the job's files are complete.
+  for (auto* t : {&t_err, &t_index, &t_out}) {
+    if (!f32 && t == &t_index) continue;
+    if (::rename(t->partial.c_str(), t->final_path.c_str()) != 0) {
+      return Status(StatusCode::kUnavailable, "merge: cannot rename " + t->partial);
+    }
   }
   return r;
 }

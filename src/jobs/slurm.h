@@ -27,6 +27,7 @@
 
 #include "core/status.h"
 #include "http/api/api_error.h"
+#include "jobs/api.h"
 
 namespace infermesh::jobs {
 
@@ -74,6 +75,40 @@ struct SlurmTask {
 };
 inline constexpr std::string_view kSqueueFormat = "%F|%i|%T|%j";
 std::vector<SlurmTask> ParseSqueue(std::string_view out);
+
+// A slurm_embed payload: an embed payload (without "url"), plus
+//   {"model": "/data/models/bge-small",   // a model directory inside jobs.data_dirs
+//    "shards": 8,                         // array tasks, 1..1000
+//    "cpus_per_task": 4, "mem": "8G", "time": "02:00:00", "partition": "cpu",
+//    "requeue": true}
+// Each task runs `infermesh embed-shard` on its shard; the service merges the shard files
+// into `output` when every task has succeeded.
+struct SlurmEmbedSpec {
+  EmbedSpec embed;
+  std::string model;
+  int shards = 1;
+  SlurmScriptSpec slurm;  // script empty: generated per submission (ShardScript)
+};
+inline constexpr int kMaxShards = 1000;
+
+http::api::ApiResult<SlurmEmbedSpec> ParseSlurmEmbedPayload(
+    std::string_view payload, const EmbedDefaults& defaults,
+    const std::vector<std::string>& data_dirs);
+
+// The task script: `infermesh embed-shard` for shard $SLURM_ARRAY_TASK_ID into
+// <shard_dir>/part-<k><ext>.
+std::string ShardScript(const SlurmEmbedSpec& spec, const std::string& infermesh_bin,
+                        const std::string& shard_dir);
+std::string ShardOutput(const SlurmEmbedSpec& spec, const std::string& shard_dir, int shard);
+
+struct MergeResult {
+  int64_t embedded = 0, failed = 0;
+  std::string first_error;
+};
+// Concatenates the shards in order into the job's output (and index, renumbered, and
+// errors file), each written to a .partial name and renamed into place, output last.
+// Running it again after a crash starts over and writes the same bytes.
+Result<MergeResult> MergeShards(const SlurmEmbedSpec& spec, const std::string& shard_dir);
 
 // Every state Slurm ends a job in, and whether the requeue policy applies to it.
 bool IsTerminalSlurmState(std::string_view state);

@@ -202,8 +202,8 @@ void SlurmExecutor::Loop() {
 
 void SlurmExecutor::ClaimNew() {
   for (;;) {
-    auto claimed =
-        store_->Claim(owner_, {"slurm_script"}, JobState::kSubmitting, lease_.count(), NowMs());
+    auto claimed = store_->Claim(owner_, {"slurm_script", "slurm_embed"}, JobState::kSubmitting,
+                                 lease_.count(), NowMs());
     if (!claimed.ok()) {
       log::Warn("slurm: claim failed", {{"why", claimed.status().ToString()}});
       return;
@@ -214,15 +214,25 @@ void SlurmExecutor::ClaimNew() {
 }
 
 void SlurmExecutor::Begin(const Job& job) {
-  auto spec = ParseSlurmScriptPayload(job.payload, options_.data_dirs);
-  if (!spec.ok()) {
-    (void)store_->Transition(job.id, owner_, JobState::kFailed, spec.error().message, NowMs());
-    return;
-  }
   Tracked t;
   t.id = job.id;
-  t.spec = *spec;
-  t.tasks = *ArrayTasks(spec->array);
+  if (job.job_class == "slurm_embed") {
+    auto spec = ParseSlurmEmbedPayload(job.payload, options_.embed, options_.data_dirs);
+    if (!spec.ok()) {
+      (void)store_->Transition(job.id, owner_, JobState::kFailed, spec.error().message, NowMs());
+      return;
+    }
+    t.embed = *spec;
+    t.spec = spec->slurm;
+  } else {
+    auto spec = ParseSlurmScriptPayload(job.payload, options_.data_dirs);
+    if (!spec.ok()) {
+      (void)store_->Transition(job.id, owner_, JobState::kFailed, spec.error().message, NowMs());
+      return;
+    }
+    t.spec = *spec;
+  }
+  t.tasks = *ArrayTasks(t.spec.array);
   t.slurm_ids = SplitIds(job.slurm_ids);
   tracked_[job.id] = t;
   Hold(job.id);
@@ -338,6 +348,11 @@ Result<std::string> SlurmExecutor::Sbatch(Tracked& t, const std::string& dir) {
   fs::remove_all(dir, ec);  // a submission that never reached Slurm
   fs::create_directories(fs::path(dir) / "markers", ec);
   if (ec) return Status(StatusCode::kInternal, "cannot create " + dir + ": " + ec.message());
+  if (t.embed) {
+    std::string bin = options_.infermesh_bin;
+    if (bin.empty()) bin = fs::read_symlink("/proc/self/exe", ec).string();
+    t.spec.script = ShardScript(*t.embed, bin, dir + "/shards");
+  }
   const std::string user = (fs::path(dir) / "script.sh").string();
   const std::string batch = (fs::path(dir) / "job.sbatch").string();
   {
@@ -474,7 +489,11 @@ void SlurmExecutor::Reconcile() {
       case SlurmOutcome::kRunning:
         break;
       case SlurmOutcome::kSucceeded:
-        Finish(id, JobState::kSucceeded, "Slurm job " + current + ": " + res.reason);
+        if (t.embed) {
+          MergeInto(t, dir, current);
+        } else {
+          Finish(id, JobState::kSucceeded, "Slurm job " + current + ": " + res.reason);
+        }
         break;
       case SlurmOutcome::kFailed:
         Finish(id, JobState::kFailed, "Slurm job " + current + ": " + res.reason);
@@ -497,6 +516,30 @@ void SlurmExecutor::Reconcile() {
         break;
     }
   }
+}
+
+void SlurmExecutor::MergeInto(Tracked& t, const std::string& dir, const std::string& slurm_id) {
+  const std::string id = t.id;
+  auto merged = MergeShards(*t.embed, dir + "/shards");
+  if (!merged.ok()) {
+    Finish(id, JobState::kFailed,
+           "Slurm job " + slurm_id + ": merging the shards: " + merged.status().message());
+    return;
+  }
+  (void)store_->SetOutput(id, owner_, t.embed->embed.output, JoinIds(t.slurm_ids), NowMs());
+  if (merged->failed > t.embed->embed.max_errors) {
+    Finish(id, JobState::kFailed,
+           std::to_string(merged->failed) + " items failed (max_errors " +
+               std::to_string(t.embed->embed.max_errors) + "); first: " + merged->first_error);
+    return;
+  }
+  std::string reason = "Slurm job " + slurm_id + ": " + std::to_string(t.embed->shards) +
+                       " shards merged, " + std::to_string(merged->embedded) + " embedded";
+  if (merged->failed > 0) {
+    reason +=
+        ", " + std::to_string(merged->failed) + " failed (first: " + merged->first_error + ")";
+  }
+  Finish(id, JobState::kSucceeded, reason);
 }
 
 Status SlurmExecutor::CancelSlurmJobs(const Job& job) {

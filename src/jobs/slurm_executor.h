@@ -28,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -46,7 +47,9 @@ struct SlurmExecutorOptions {
   std::chrono::milliseconds command_timeout{30000};
   std::chrono::milliseconds poll_min{500};
   std::chrono::milliseconds poll_max{30000};
-  int max_requeues = 2;  // resubmissions after NODE_FAIL or PREEMPTED
+  int max_requeues = 2;       // resubmissions after NODE_FAIL or PREEMPTED
+  EmbedDefaults embed;        // for slurm_embed payloads
+  std::string infermesh_bin;  // what a slurm_embed task runs ("": this executable)
 };
 
 class SlurmExecutor {
@@ -70,6 +73,7 @@ class SlurmExecutor {
   struct Tracked {
     std::string id;
     SlurmScriptSpec spec;
+    std::optional<SlurmEmbedSpec> embed;  // a slurm_embed job
     std::vector<int64_t> tasks;
     std::vector<std::string> slurm_ids;
     int requeues = 0;
@@ -85,6 +89,8 @@ class SlurmExecutor {
   Result<std::string> Sbatch(Tracked& t, const std::string& dir);
   void Reconcile();
   void Finish(const std::string& id, JobState to, const std::string& reason);
+  // A slurm_embed job whose tasks all succeeded: its shards into its output.
+  void MergeInto(Tracked& t, const std::string& dir, const std::string& slurm_id);
   Result<std::vector<SlurmTask>> Squeue(const std::vector<std::string>& names);
   std::map<int64_t, int> Markers(const std::string& dir) const;
   std::string SubmissionDir(const Tracked& t, size_t n) const;

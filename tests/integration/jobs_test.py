@@ -346,8 +346,6 @@ class BadSubmissions(unittest.TestCase):
                    400, ["concurrency"])
         self.check({"id": "x", "class": "embed", "payload": dict(ok, colour="red")},
                    400, ["unknown embed payload field 'colour'"])
-        self.check({"id": "x", "class": "slurm_embed", "payload": {"input": "x"}}, 501,
-                   ["not supported by this service yet"])
         for bad, word in (({"nodes": 0}, "nodes"), ({"nodes": 100000}, "nodes"),
                           ({"time": "forever"}, "time"), ({"mem": "-1G"}, "mem"),
                           ({"array": "5-1"}, "array"), ({"array": "0-10000000"}, "array"),
@@ -729,6 +727,47 @@ class SlurmJobs(unittest.TestCase):
             self.assertEqual(len(self.cluster.squeue("im-adopt")), 1)  # still once
         finally:
             self.assertEqual(svc.stop(), 0)
+
+    def test_slurm_embed_shards_merge_into_the_embed_jobs_output(self):
+        model = self.dir.path("model")
+        if not os.path.exists(model):
+            shutil.copytree(os.path.join(repo(), "bge-small-demo"), model)
+        items = corpus(200, "shard")
+        src = self.dir.write_jsonl("shards.jsonl", items)
+        with open(src, "a") as f:
+            f.write("not json\n")  # a failed item, in the last shard
+        for fmt in ("jsonl", "f32"):
+            ext = ".jsonl" if fmt == "jsonl" else ".f32"
+            mesh_out = self.dir.path("mesh-" + fmt + ext)
+            slurm_out = self.dir.path("slurm-" + fmt + ext)
+            r = self.svc.submit("mesh-" + fmt, {"input": src, "output": mesh_out,
+                                                "output_format": fmt, "chunk_items": 16,
+                                                "max_errors": 1})
+            self.assertEqual(r.status_code, 201, r.text)
+            r = self.svc.submit("se-" + fmt, {"input": src, "output": slurm_out,
+                                              "output_format": fmt, "chunk_items": 16,
+                                              "max_errors": 1, "model": model, "shards": 3,
+                                              "cpus_per_task": 1}, cls="slurm_embed")
+            self.assertEqual(r.status_code, 201, r.text)
+            self.assertEqual(self.svc.wait_state("mesh-" + fmt)["state"], "succeeded")
+            j = self.svc.wait_state("se-" + fmt, timeout=180)
+            self.assertEqual(j["state"], "succeeded", j)
+            self.assertEqual(j["progress"], {"done": 3, "total": 3})
+            self.assertEqual(j["output"], slurm_out)
+            self.assertIn("3 shards merged, 200 embedded, 1 failed",
+                          end_reason(self.dir.state, "se-" + fmt))
+            self.assertEqual(read_bytes(slurm_out + ".errors.jsonl"),
+                             read_bytes(mesh_out + ".errors.jsonl"))
+            if fmt == "f32":
+                self.assertEqual(read_bytes(slurm_out + ".index"), read_bytes(mesh_out + ".index"))
+            # The same model, in process on the node and in the worker: the same floats.
+            self.assertEqual(read_bytes(slurm_out), read_bytes(mesh_out))
+        bad = self.svc.submit("se-bad", {"input": src, "output": self.dir.path("x.jsonl"),
+                                         "model": "/etc", "shards": 2}, cls="slurm_embed")
+        self.assertEqual(bad.status_code, 403, bad.text)
+        bad = self.svc.submit("se-bad", {"input": src, "output": self.dir.path("x.jsonl"),
+                                         "model": model, "shards": 0}, cls="slurm_embed")
+        self.assertEqual(bad.status_code, 400, bad.text)
 
     def test_without_slurm_installed_jobs_wait_with_a_clear_error(self):
         d = Folder("no-slurm")
