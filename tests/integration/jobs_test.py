@@ -769,6 +769,37 @@ class SlurmJobs(unittest.TestCase):
                                          "model": model, "shards": 0}, cls="slurm_embed")
         self.assertEqual(bad.status_code, 400, bad.text)
 
+    def test_a_crash_in_the_middle_of_a_merge_merges_again_on_restart(self):
+        d = Folder("slurm-merge")
+        model = d.path("model")
+        shutil.copytree(os.path.join(repo(), "bge-small-demo"), model)
+        src = d.write_jsonl("in.jsonl", corpus(90, "merge"))
+        payload = {"input": src, "output": d.path("out.jsonl"), "model": model, "shards": 3,
+                   "chunk_items": 16}
+        sets = ["jobs.slurm.poll_max=500ms"]
+        svc = Jobs(d.state, d.data, worker().url, sets,
+                   env={"SLURM_CONF": self.cluster.conf,
+                        "INFERMESH_FAILPOINT": "jobs.slurm.mid_merge"})
+        self.assertEqual(svc.submit("m", payload, cls="slurm_embed").status_code, 201)
+        self.assertTrue(wait_for(lambda: svc.proc.poll() is not None, timeout=120),
+                        "the failpoint did not fire")
+        svc.stop()
+        self.assertFalse(os.path.exists(d.path("out.jsonl")))
+        svc = Jobs(d.state, d.data, worker().url, sets, env={"SLURM_CONF": self.cluster.conf})
+        try:
+            j = svc.wait_state("m", timeout=120)
+            self.assertEqual(j["state"], "succeeded", j)
+            self.assertEqual(len(j["slurm_job_ids"]), 1)  # merged again, not run again
+        finally:
+            self.assertEqual(svc.stop(), 0)
+        mesh = Jobs(d.state + "-mesh", d.data, worker().url)
+        try:
+            mesh.submit("ref", {"input": src, "output": d.path("ref.jsonl"), "chunk_items": 16})
+            self.assertEqual(mesh.wait_state("ref")["state"], "succeeded")
+        finally:
+            self.assertEqual(mesh.stop(), 0)
+        self.assertEqual(read_bytes(d.path("out.jsonl")), read_bytes(d.path("ref.jsonl")))
+
     def test_without_slurm_installed_jobs_wait_with_a_clear_error(self):
         d = Folder("no-slurm")
         svc = Jobs(d.state, d.data, worker().url, ["jobs.slurm.bin_dir=/nonexistent/bin"])
