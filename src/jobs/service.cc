@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
 
 #include <boost/json.hpp>
@@ -106,6 +107,8 @@ struct JobService::Impl {
   metrics::CounterFamily* errors_total = nullptr;
   metrics::HistogramFamily* latency = nullptr;
   metrics::GaugeFamily* jobs_gauge = nullptr;
+  std::mutex gauge_mu;
+  std::set<std::pair<std::string, std::string>> gauge_keys;  // gauge_mu
   metrics::Histogram* submit_seconds = nullptr;
   std::vector<metrics::CallbackBinding> bindings;
 
@@ -349,10 +352,14 @@ struct JobService::Impl {
       auto jobs = running;
       lock.unlock();
       for (const auto& [id, abort] : jobs) {
-        auto st = store->Renew(id, owner, options.lease.count(), NowMs());
-        if (!st.ok() && st.code() != StatusCode::kUnavailable) {
-          log::Info("jobs: lease refused; stopping the job", {{"id", id}, {"why", st.message()}});
-          abort->store(true);
+        try {
+          auto st = store->Renew(id, owner, options.lease.count(), NowMs());
+          if (!st.ok() && st.code() != StatusCode::kUnavailable) {
+            log::Info("jobs: lease refused; stopping the job", {{"id", id}, {"why", st.message()}});
+            abort->store(true);
+          }
+        } catch (const std::exception& e) {
+          log::Error("jobs: renewing a lease threw", {{"id", id}, {"why", e.what()}});
         }
       }
       lock.lock();
@@ -419,7 +426,20 @@ struct JobService::Impl {
             r, ApiError{409, "Conflict",
                         "job '" + *id + "' is an " + job->job_class + " job, not a Slurm job", ""});
       }
-      Reply(r, 200, JobJson(*job));
+      // The stored record, and what squeue says now.
+      boost::json::object o = boost::json::parse(JobJson(*job)).as_object();
+      auto tasks = slurm->LiveTasks(*id);
+      if (tasks.ok()) {
+        boost::json::array a;
+        for (const auto& t : *tasks) {
+          a.push_back({{"slurm_job_id", t.master_id}, {"id", t.id}, {"state", t.state}});
+        }
+        o["slurm_tasks"] = std::move(a);
+      } else {
+        o["slurm_tasks"] = nullptr;
+        o["slurm_error"] = tasks.status().message();
+      }
+      Reply(r, 200, boost::json::serialize(o));
     });
     router->Add("GET", "/queue/status", [this](http::Request& q, http::Responder r) {
       if (!Authorized(q, r, false)) return;
@@ -442,8 +462,13 @@ struct JobService::Impl {
     });
     router->Add("GET", "/metrics", [this](http::Request&, http::Responder r) {
       if (auto counts = store->Counts(); counts.ok()) {
-        for (const auto& [key, n] : *counts) {
-          jobs_gauge->WithLabels({key.first, key.second}).Set(static_cast<double>(n));
+        // Every (class, state) seen so far is exported, 0 once it has emptied.
+        std::lock_guard<std::mutex> lock(gauge_mu);
+        for (const auto& [key, n] : *counts) gauge_keys.insert(key);
+        for (const auto& key : gauge_keys) {
+          auto it = counts->find(key);
+          jobs_gauge->WithLabels({key.first, key.second})
+              .Set(it == counts->end() ? 0.0 : static_cast<double>(it->second));
         }
       }
       http::Response res;

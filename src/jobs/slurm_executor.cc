@@ -542,6 +542,15 @@ void SlurmExecutor::MergeInto(Tracked& t, const std::string& dir, const std::str
   Finish(id, JobState::kSucceeded, reason);
 }
 
+Result<std::vector<SlurmTask>> SlurmExecutor::LiveTasks(const std::string& job_id) {
+  auto r = RunCommand({Bin("squeue"), "-h", "--states=all", "-o", std::string(kSqueueFormat),
+                       "--name=" + SlurmJobName(job_id)},
+                      std::min(options_.command_timeout, std::chrono::milliseconds(5000)));
+  if (!r.ok()) return r.status();
+  if (r->exit_code != 0) return Status(StatusCode::kUnavailable, "squeue: " + FirstLine(r->err));
+  return ParseSqueue(r->out);
+}
+
 Status SlurmExecutor::CancelSlurmJobs(const Job& job) {
   Status result;
   for (const auto& id : SplitIds(job.slurm_ids)) {

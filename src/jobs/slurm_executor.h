@@ -69,6 +69,10 @@ class SlurmExecutor {
 
   bool slurm_reachable() const { return reachable_.load(); }
 
+  // What squeue says now about a job's Slurm jobs (every submission), for
+  // GET /slurm/status/{id}. Thread-safe; runs one squeue.
+  Result<std::vector<SlurmTask>> LiveTasks(const std::string& job_id);
+
  private:
   struct Tracked {
     std::string id;

@@ -667,9 +667,11 @@ class SlurmJobs(unittest.TestCase):
         # Each was submitted once.
         for name in ("ok", "bad", "arr"):
             self.assertEqual(len({row[0] for row in self.cluster.squeue(f"im-{name}")}), 1)
-        status = self.svc.get("/slurm/status/ok")
+        status = self.svc.get("/slurm/status/arr")
         self.assertEqual(status.status_code, 200, status.text)
-        self.assertEqual(status.json()["slurm_job_ids"], ok["slurm_job_ids"])
+        self.assertEqual(status.json()["slurm_job_ids"], arr["slurm_job_ids"])
+        self.assertEqual(sorted(t["state"] for t in status.json()["slurm_tasks"]),
+                         ["COMPLETED"] * 4)
 
     def test_a_time_limit_and_a_cancel(self):
         self.submit("slow", script="sleep 600\n", time="1")
@@ -689,8 +691,16 @@ class SlurmJobs(unittest.TestCase):
         self.assertIn("TIMEOUT", slow["error"])
 
     def test_a_controller_that_goes_away_and_comes_back(self):
+        # One job running when the controller stops, one submitted while it is away.
+        self.submit("during", script="sleep 6; echo survived\n")
+        wait_for(lambda: any(r[2] == "RUNNING" for r in self.cluster.squeue("im-during")),
+                 timeout=30)
         self.cluster.stop_controller()
         try:
+            j = wait_for(lambda: (lambda j: j if "waiting for Slurm" in j["error"] else None)(
+                self.svc.job("during")), timeout=60)
+            self.assertTrue(j, self.svc.job("during"))
+            self.assertEqual(j["state"], "running")
             self.submit("wait", script="echo after the outage\n")
             j = wait_for(lambda: (lambda j: j if "waiting for Slurm" in j["error"] else None)(
                 self.svc.job("wait")), timeout=60)
@@ -705,6 +715,9 @@ class SlurmJobs(unittest.TestCase):
         j = self.svc.wait_state("wait", timeout=120)
         self.assertEqual(j["state"], "succeeded", j)
         self.assertEqual(j["error"], "")
+        j = self.svc.wait_state("during", timeout=120)
+        self.assertEqual(j["state"], "succeeded", j)
+        self.assertEqual(len(j["slurm_job_ids"]), 1)
         self.assertTrue(self.svc.get("/health").json()["slurm_reachable"])
 
     def test_a_crash_after_sbatch_adopts_the_job_instead_of_submitting_it_again(self):
