@@ -720,6 +720,30 @@ class SlurmJobs(unittest.TestCase):
         self.assertEqual(len(j["slurm_job_ids"]), 1)
         self.assertTrue(self.svc.get("/health").json()["slurm_reachable"])
 
+    def test_a_node_failure_submits_the_job_again(self):
+        self.submit("nf", script="sleep 4; echo second try\n")
+        wait_for(lambda: any(r[2] == "RUNNING" for r in self.cluster.squeue("im-nf")),
+                 timeout=30)
+        host = self.cluster.host
+        p = self.cluster.run(["scontrol", "update", f"nodename={host}", "state=down",
+                              "reason=infermesh-test"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        try:
+            self.assertTrue(wait_for(lambda: any(r[2] == "NODE_FAIL"
+                                                 for r in self.cluster.squeue("im-nf")),
+                                     timeout=30), self.cluster.squeue("im-nf"))
+            # Submitted again (it waits for a node).
+            j = wait_for(lambda: (lambda j: j if len(j["slurm_job_ids"]) == 2 else None)(
+                self.svc.job("nf")), timeout=60)
+            self.assertTrue(j, self.svc.job("nf"))
+        finally:
+            self.cluster.run(["scontrol", "update", f"nodename={host}", "state=resume"])
+        j = self.svc.wait_state("nf", timeout=120)
+        self.assertEqual(j["state"], "succeeded", j)
+        self.assertEqual(len(j["slurm_job_ids"]), 2)
+        self.assertTrue(j["output"].endswith("/nf/2"), j["output"])
+        self.assertGreaterEqual(self.svc.metrics()["infermesh_jobs_slurm_requeues_total"], 1)
+
     def test_a_crash_after_sbatch_adopts_the_job_instead_of_submitting_it_again(self):
         d = Folder("slurm-crash")
         env = {"SLURM_CONF": self.cluster.conf, "INFERMESH_FAILPOINT": "jobs.slurm.after_sbatch"}
