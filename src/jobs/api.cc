@@ -77,7 +77,6 @@ ApiResult<std::string> Resolve(const std::string& key, const std::string& p,
 bool KnownJobClass(std::string_view c) {
   return c == "embed" || c == "slurm_script" || c == "slurm_embed";
 }
-bool RunnableJobClass(std::string_view c) { return KnownJobClass(c); }
 
 ApiResult<std::string> CheckJobId(std::string_view id) {
   if (id.empty()) return Bad("id", "id must not be empty");

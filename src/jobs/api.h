@@ -20,7 +20,7 @@
 // Errors are {"error": message, "error_type": type} with 400 (malformed JSON, a missing
 // or wrong field, an unknown class), 403 (a path outside the data folders), 404 (no such
 // job), 409 (the id exists with another payload; cancelling a finished job), 413 (body
-// too large), 429 (queue full), 401/403 (keys), 501 (a class this build cannot run).
+// too large), 429 (queue full), 401/403 (keys).
 #pragma once
 
 #include <cstdint>
@@ -70,9 +70,8 @@ inline constexpr int kMaxChunkItems = 4096;
 inline constexpr int kMaxConcurrency = 64;
 inline constexpr size_t kMaxIdBytes = 128;
 
-// The classes a submission may name, and whether this build runs them.
+// The classes a submission may name: embed, slurm_script, slurm_embed.
 bool KnownJobClass(std::string_view job_class);
-bool RunnableJobClass(std::string_view job_class);
 
 // Parses and checks the envelope (not the payload's contents).
 http::api::ApiResult<Submission> ParseSubmission(std::string_view body);

@@ -211,12 +211,6 @@ struct JobService::Impl {
     const auto t0 = std::chrono::steady_clock::now();
     auto sub = ParseSubmission(body);
     if (!sub.ok()) return sub.error();
-    if (!RunnableJobClass(sub->job_class)) {
-      return ApiError{501, "Unimplemented",
-                      "class '" + sub->job_class + "' is not supported by this service yet " +
-                          "(embed and slurm_script are)",
-                      "class"};
-    }
     if (sub->job_class == "embed") {
       auto spec = ParseEmbedPayload(sub->payload, options.embed, options.data_dirs);
       if (!spec.ok()) return spec.error();
