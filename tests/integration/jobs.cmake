@@ -7,4 +7,4 @@
 add_test(NAME integration_jobs
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/jobs_test.py
                  $<TARGET_FILE:infermesh> ${PROJECT_SOURCE_DIR}/tools/ref/node_modules)
-set_tests_properties(integration_jobs PROPERTIES LABELS integration TIMEOUT 600)
+set_tests_properties(integration_jobs PROPERTIES LABELS integration TIMEOUT 900)
