@@ -112,8 +112,11 @@ ApiResult<Submission> ParseSubmission(std::string_view body) {
   auto cls = ji::OptionalString(obj, "class", kJobsStyle);
   if (!cls.ok()) return cls.error();
   if (!cls->has_value()) return ji::MissingField(kJobsStyle, "class");
+  // The seed's name for a Slurm batch script.
+  if (**cls == "gpu_slurm") **cls = "slurm_script";
   if (!KnownJobClass(**cls)) {
-    return Bad("class", "unknown class '" + **cls + "' (embed, slurm_script or slurm_embed)");
+    return Bad("class",
+               "unknown class '" + **cls + "' (embed, slurm_script (gpu_slurm) or slurm_embed)");
   }
   const boost::json::value* payload = ji::FindField(obj, "payload");
   if (payload == nullptr) return ji::MissingField(kJobsStyle, "payload");
@@ -122,9 +125,12 @@ ApiResult<Submission> ParseSubmission(std::string_view body) {
 }
 
 bool PathInside(const std::string& path, const std::string& dir) {
+  if (dir.empty() || path.empty()) return false;
   std::error_code ec;
-  const fs::path d = fs::weakly_canonical(fs::absolute(fs::path(dir), ec), ec);
+  const fs::path abs = fs::absolute(fs::path(dir), ec);
   if (ec) return false;
+  const fs::path d = fs::weakly_canonical(abs, ec);
+  if (ec || d.empty()) return false;
   const fs::path p(path);
   auto pi = p.begin();
   for (auto di = d.begin(); di != d.end(); ++di, ++pi) {
@@ -172,6 +178,15 @@ ApiResult<EmbedSpec> ParseEmbedPayload(std::string_view payload, const EmbedDefa
   }
   if (fs::is_directory(*out, ec)) {
     return Bad("output", "payload.output '" + **output + "' is a folder");
+  }
+  // The job writes beside the output (.partial, .index, .errors.jsonl, .checkpoint): none
+  // of those, nor the output itself, may be a link that could lead outside.
+  for (const char* suffix : {"", ".partial", ".index", ".index.partial", ".errors.jsonl",
+                             ".errors.jsonl.partial", ".checkpoint", ".checkpoint.tmp"}) {
+    if (fs::is_symlink(fs::symlink_status(*out + suffix, ec))) {
+      return ApiError{403, "Forbidden",
+                      "payload.output: '" + *out + suffix + "' is a symbolic link", "output"};
+    }
   }
   spec.input = std::move(in).value();
   spec.output = std::move(out).value();
@@ -266,7 +281,8 @@ std::string QueueStatusJson(const std::map<std::pair<std::string, std::string>, 
   for (const auto& [key, n] : counts) {
     const auto& [cls, state] = key;
     total += n;
-    by_state[state] = by_state[state].as_int64() + n;
+    auto& slot = by_state[state];
+    slot = (slot.is_int64() ? slot.as_int64() : 0) + n;
     auto& c = by_class[cls];
     if (!c.is_object()) c = boost::json::object();
     c.as_object()[state] = n;

@@ -8,6 +8,8 @@
 // '.' or '-' (it names files and Slurm jobs). The payload is stored as its canonical
 // serialization, so the same object resubmitted with other whitespace is the same job.
 //
+// The class `gpu_slurm` (the seed's) is taken as `slurm_script`.
+//
 // An `embed` payload:
 //   {"input": "/data/corpus.jsonl",      // inside jobs.data_dirs; must exist
 //    "input_format": "jsonl" | "text",   // default: jsonl for *.jsonl, else text

@@ -280,7 +280,7 @@ Status FsyncDir(const std::string& file) {
 Status WriteFileAtomic(const std::string& path, const std::string& data) {
   const std::string tmp = path + ".tmp";
   {
-    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (fd.get() < 0) return Errno("creating " + tmp);
     IM_RETURN_IF_ERROR(WriteAll(fd.get(), data, tmp));
     if (::fdatasync(fd.get()) != 0) return Errno("syncing " + tmp);
@@ -290,7 +290,7 @@ Status WriteFileAtomic(const std::string& path, const std::string& data) {
 }
 
 std::optional<std::string> ReadSmallFile(const std::string& path) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) return std::nullopt;
   std::string out;
   char buf[4096];
@@ -743,7 +743,7 @@ Result<int64_t> EmbedJob::CountItems() {
 
 Status EmbedJob::OpenPartials(bool resume) {
   auto open = [&](const std::string& path, Fd* fd, int64_t keep) -> Status {
-    *fd = Fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    *fd = Fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
     if (fd->get() < 0) return Errno("opening " + path);
     struct stat st {};
     if (::fstat(fd->get(), &st) != 0) return Errno("stat " + path);

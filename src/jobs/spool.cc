@@ -103,7 +103,7 @@ Result<std::unique_ptr<Spool>> Spool::Start(SpoolOptions options, SubmitFn submi
       if (!body) continue;
       auto sub = ParseSubmission(*body);
       if (!sub.ok()) continue;
-      s->accepted_[sub->id] = name;
+      s->accepted_[sub->id].push_back(name);
     }
   }
   std::vector<std::string> ids;
@@ -153,6 +153,7 @@ void Spool::Loop() {
 }
 
 void Spool::ScanNow() {
+  std::lock_guard<std::mutex> scan(scan_mu_);
   const fs::path incoming = fs::path(options_.dir) / "incoming";
   std::vector<std::string> names;
   std::error_code ec;
@@ -200,7 +201,7 @@ void Spool::Take(const std::string& name) {
       log::Error("spool: cannot move a file to accepted/", {{"file", name}, {"why", ec.message()}});
       return;
     }
-    accepted_[*id] = target;
+    accepted_[*id].push_back(target);
   }
   // A resubmitted id may name a job that has already finished.
   if (auto o = outcome_(*id)) JobFinished(*id, o->first, o->second);
@@ -210,17 +211,25 @@ void Spool::Move(const std::string& from_dir, const std::string& name, const std
                  const std::string& error) {
   const fs::path dir(options_.dir);
   std::string target = name;
-  for (int k = 1; fs::exists(dir / to_dir / target); ++k) target = name + "." + std::to_string(k);
+  for (int k = 1;
+       fs::exists(dir / to_dir / target) || fs::exists(dir / to_dir / (target + ".error")); ++k) {
+    target = name + "." + std::to_string(k);
+  }
   std::error_code ec;
+  if (!error.empty()) {
+    // The reason first, whole (written under a temporary name, then renamed), so that
+    // whoever sees the file in failed/ finds its .error complete beside it.
+    const fs::path tmp = dir / to_dir / ("." + target + ".error.tmp");
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      f << error << "\n";
+    }
+    fs::rename(tmp, dir / to_dir / (target + ".error"), ec);
+  }
   fs::rename(dir / from_dir / name, dir / to_dir / target, ec);
   if (ec) {
     log::Error("spool: cannot move a file",
                {{"file", name}, {"to", to_dir}, {"why", ec.message()}});
-    return;
-  }
-  if (!error.empty()) {
-    std::ofstream f(dir / to_dir / (target + ".error"), std::ios::binary | std::ios::trunc);
-    f << error << "\n";
   }
 }
 
@@ -228,9 +237,11 @@ void Spool::JobFinished(const std::string& id, bool succeeded, const std::string
   std::lock_guard<std::mutex> lock(mu_);
   auto it = accepted_.find(id);
   if (it == accepted_.end()) return;
-  const std::string name = it->second;
+  const std::vector<std::string> names = std::move(it->second);
   accepted_.erase(it);
-  Move("accepted", name, succeeded ? "done" : "failed", succeeded ? "" : error);
+  for (const auto& name : names) {
+    Move("accepted", name, succeeded ? "done" : "failed", succeeded ? "" : error);
+  }
 }
 
 }  // namespace infermesh::jobs

@@ -25,6 +25,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/status.h"
 #include "http/api/api_error.h"
@@ -74,8 +75,10 @@ class Spool {
   int inotify_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: Stop()
   std::thread thread_;
-  std::mutex mu_;                                // guards the file moves and the map
-  std::map<std::string, std::string> accepted_;  // job id -> file name in accepted/
+  std::mutex scan_mu_;  // one scan at a time (the watcher and ScanNow)
+  std::mutex mu_;       // guards the file moves and the map
+  // job id -> its files in accepted/ (a writer may submit one id twice)
+  std::map<std::string, std::vector<std::string>> accepted_;
   bool stopped_ = false;
 };
 
