@@ -67,6 +67,7 @@ int RunShard(const ShardCliOptions& o) {
   }
   jobs::EmbedRunnerOptions ro;
   ro.shard = o.shard;
+  ro.job_id = "shard-" + std::to_string(o.shard);
   ro.shards = o.shards;
   ro.embed = [&model](const std::vector<std::string>& texts,
                       const jobs::EmbedSpec& s) -> Result<std::vector<std::vector<float>>> {

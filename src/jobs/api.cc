@@ -182,7 +182,10 @@ ApiResult<EmbedSpec> ParseEmbedPayload(std::string_view payload, const EmbedDefa
   // The job writes beside the output (.partial, .index, .errors.jsonl, .checkpoint): none
   // of those, nor the output itself, may be a link that could lead outside.
   for (const char* suffix : {"", ".partial", ".index", ".index.partial", ".errors.jsonl",
-                             ".errors.jsonl.partial", ".checkpoint", ".checkpoint.tmp"}) {
+                             ".errors.jsonl.partial", ".checkpoint", ".checkpoint.tmp", ".lock"}) {
+    if (*in == *out + suffix) {
+      return Bad("output", "payload.output: the job would write over its input (" + *in + ")");
+    }
     if (fs::is_symlink(fs::symlink_status(*out + suffix, ec))) {
       return ApiError{403, "Forbidden",
                       "payload.output: '" + *out + suffix + "' is a symbolic link", "output"};

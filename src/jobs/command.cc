@@ -64,7 +64,11 @@ Result<CommandResult> RunCommand(const std::vector<std::string>& argv,
       const ssize_t r = ::read(fds[i].fd, buf, sizeof(buf));
       if (r > 0) {
         std::string& dst = i == 0 ? result.out : result.err;
-        if (dst.size() < max_output_bytes) dst.append(buf, static_cast<size_t>(r));
+        if (dst.size() + static_cast<size_t>(r) <= max_output_bytes) {
+          dst.append(buf, static_cast<size_t>(r));
+        } else {
+          result.truncated = true;
+        }
       } else if (r == 0 || errno != EINTR) {
         ::close(fds[i].fd);
         fds[i].fd = -1;

@@ -20,6 +20,7 @@ namespace infermesh::jobs {
 struct CommandResult {
   int exit_code = 0;  // 128 + signal when killed by one
   std::string out, err;
+  bool truncated = false;  // out or err reached max_output_bytes; the rest was dropped
 };
 
 [[nodiscard]] Result<CommandResult> RunCommand(const std::vector<std::string>& argv,

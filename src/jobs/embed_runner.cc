@@ -1,6 +1,7 @@
 #include "jobs/embed_runner.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -373,7 +374,10 @@ struct Checkpoint {
 };
 
 std::string Fingerprint(const EmbedSpec& spec, const struct stat& st, int shard, int shards) {
-  return std::to_string(shard) + "/" + std::to_string(shards) + ":" + std::to_string(st.st_size) +
+  // The input (path, inode, size, mtime), what is made of it, and where (the mesh's URL;
+  // "local" for a shard embedded in process): a checkpoint from anything else is ignored.
+  return spec.input + ":" + std::to_string(st.st_ino) + ":" + spec.url + ":" +
+         std::to_string(shard) + "/" + std::to_string(shards) + ":" + std::to_string(st.st_size) +
          ":" + std::to_string(st.st_mtim.tv_sec) + "." + std::to_string(st.st_mtim.tv_nsec) + ":" +
          (spec.input_format == InputFormat::kJsonl ? "jsonl" : "text") + ":" +
          (spec.output_format == OutputFormat::kJsonl ? "jsonl" : "f32") + ":" +
@@ -691,7 +695,7 @@ Status EmbedJob::Append(const Chunk& chunk, const ChunkOutcome& outcome) {
       errors += ",\"error\":";
       http::api::AppendJsonString(errors, error);
       errors += "}\n";
-      if (ckpt_.first_error.empty()) ckpt_.first_error = error;
+      if (ckpt_.first_error.empty()) ckpt_.first_error = error.substr(0, 500);
       ++ckpt_.failed;
       ++failed;
     }
@@ -780,10 +784,33 @@ Status EmbedJob::Finish() {
   IM_RETURN_IF_ERROR(FsyncDir(paths_.out));
   Failpoint("jobs.embed.before_checkpoint_removed");
   ::unlink(paths_.ckpt.c_str());
+  ::unlink((spec_.output + ".lock").c_str());
   return OkStatus();
 }
 
 Result<EmbedResult> EmbedJob::Run() {
+  // One writer per output: two jobs naming the same output, or one job run twice at once
+  // (a lease that lapsed under a live runner), must not interleave their writes. The lock
+  // is held until this returns; it dies with the process.
+  Fd lock(
+      ::open((spec_.output + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (lock.get() < 0) return Errno("opening " + spec_.output + ".lock");
+  if (::flock(lock.get(), LOCK_EX | LOCK_NB) != 0) {
+    char holder[256] = {};
+    const ssize_t n = ::pread(lock.get(), holder, sizeof(holder) - 1, 0);
+    const std::string who(holder, n > 0 ? static_cast<size_t>(n) : 0);
+    if (!o_.job_id.empty() && who == o_.job_id) {
+      // This very job, run elsewhere at the same time: leave it to that run.
+      return FailedPrecondition("job " + o_.job_id + " is already being run (it holds " +
+                                spec_.output + ".lock)");
+    }
+    return InvalidArgument("the output " + spec_.output + " is being written by " +
+                           (who.empty() ? std::string("another job") : "job " + who));
+  }
+  if (::ftruncate(lock.get(), 0) != 0 ||
+      ::pwrite(lock.get(), o_.job_id.data(), o_.job_id.size(), 0) < 0) {
+    return Errno("writing " + spec_.output + ".lock");
+  }
   if (!o_.embed) {
     IM_ASSIGN_OR_RETURN(endpoint_, http::ParseEndpoint(spec_.url));
     ReadMeshLimits();
@@ -976,7 +1003,9 @@ Result<EmbedResult> RunEmbedJob(const EmbedSpec& spec, const EmbedRunnerOptions&
 
 void RemoveEmbedPartials(const EmbedSpec& spec) {
   Paths p(spec);
-  for (const std::string* f : {&p.out_part, &p.index_part, &p.errors_part, &p.ckpt}) {
+  const std::string lock = spec.output + ".lock";
+  for (const std::string* f : std::initializer_list<const std::string*>{
+           &p.out_part, &p.index_part, &p.errors_part, &p.ckpt, &lock}) {
     ::unlink(f->c_str());
   }
 }

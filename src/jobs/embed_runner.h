@@ -19,6 +19,7 @@
 //                               little-endian float32 rows (f32)
 //   output.index.partial        f32 only: {"custom_id","row"} a line
 //   output.errors.jsonl.partial failed items: {"custom_id","line","error"} a line
+//   output.lock                 held (flock) while the job runs; holds the job's id
 //   output.checkpoint           after each chunk, once the above are on disk (fdatasync):
 //                               items, rows and bytes so far, and a hash chained over the
 //                               ids of every chunk
@@ -70,6 +71,10 @@ struct EmbedRunnerOptions {
   std::function<Status(int64_t done, int64_t total)> on_progress;
   std::chrono::milliseconds progress_interval{250};
   const std::atomic<bool>* stop = nullptr;  // set: return Cancelled at the next boundary
+  // Written into <output>.lock, which the run holds (flock) so that no other writes the
+  // same output: another job gets InvalidArgument, a second run of this job
+  // FailedPrecondition.
+  std::string job_id;
   // In process instead of the mesh (`infermesh embed-shard` on a Slurm node): rows for
   // the texts, or InvalidArgument / OutOfRange / FailedPrecondition for texts the model
   // refuses (they become failed items), or another error, which fails the job.

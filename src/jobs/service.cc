@@ -94,6 +94,7 @@ struct JobService::Impl {
 
   // Runners.
   std::atomic<bool> stopping{false};
+  std::atomic<bool> keeper_stop{false};  // after the runners: leases outlive their jobs' ends
   std::mutex mu;
   std::condition_variable wake;
   uint64_t wake_seq = 0;  // mu
@@ -273,6 +274,7 @@ struct JobService::Impl {
       std::lock_guard<std::mutex> lock(mu);
       running[job.id] = abort;
     }
+    if (stopping.load()) abort->store(true);  // Shutdown swept `running` before this
     log::Info(
         "jobs: running",
         {{"id", job.id}, {"class", job.job_class}, {"attempt", std::to_string(job.attempts)}});
@@ -289,8 +291,14 @@ struct JobService::Impl {
       ro.request_timeout = options.request_timeout;
       ro.retry_window = options.retry_window;
       ro.stop = abort.get();
+      ro.job_id = job.id;
       ro.on_progress = [&](int64_t items, int64_t total) {
-        return store->SetProgress(job.id, owner, items, total, NowMs());
+        auto st = store->SetProgress(job.id, owner, items, total, NowMs());
+        if (st.code() == StatusCode::kUnavailable) {  // busy: progress is not worth failing
+          log::Warn("jobs: progress not stored", {{"id", job.id}, {"why", st.message()}});
+          return OkStatus();
+        }
+        return st;
       };
       done = RunEmbedJob(*spec, ro);
       result = done.status();
@@ -340,9 +348,9 @@ struct JobService::Impl {
   void LeaseKeeperLoop() {
     const auto every = std::max(options.lease / 3, std::chrono::milliseconds(10));
     std::unique_lock<std::mutex> lock(mu);
-    while (!stopping.load()) {
-      wake.wait_for(lock, every, [&] { return stopping.load(); });
-      if (stopping.load()) return;
+    while (!keeper_stop.load()) {
+      wake.wait_for(lock, every, [&] { return keeper_stop.load(); });
+      if (keeper_stop.load()) return;
       auto jobs = running;
       lock.unlock();
       for (const auto& [id, abort] : jobs) {
@@ -547,9 +555,13 @@ void JobService::Shutdown() {
   }
   im.wake.notify_all();
   if (im.slurm) im.slurm->Stop();
-  for (auto& t : im.runners) t.join();
-  if (im.lease_keeper.joinable()) im.lease_keeper.join();
+  // Requests in flight end now (Cancelled), so runners stop at once and hand their jobs
+  // back while their leases, still renewed, are theirs.
   if (im.client) im.client->Shutdown();
+  for (auto& t : im.runners) t.join();
+  im.keeper_stop = true;
+  im.wake.notify_all();
+  if (im.lease_keeper.joinable()) im.lease_keeper.join();
 }
 
 Result<JobServiceOptions> JobServiceOptionsFromConfig(const Config& c) {

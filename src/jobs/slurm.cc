@@ -1,6 +1,7 @@
 #include "jobs/slurm.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -199,13 +200,24 @@ ApiResult<SlurmScriptSpec> ParseSlurmScriptPayload(std::string_view payload,
           "payload.script_file '" + script_file + "' is outside the data folders (jobs.data_dirs)",
           "script_file"};
     }
-    std::ifstream f(resolved, std::ios::binary);
-    if (!f || !fs::is_regular_file(resolved, fec)) {
+    // Non-blocking and not following a final link (a FIFO must not hang the caller), a
+    // regular file checked on the open descriptor, and never more read than allowed.
+    const int fd = ::open(resolved.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st {};
+    if (fd < 0 || ::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+      if (fd >= 0) ::close(fd);
       return Bad("script_file", "payload.script_file '" + script_file + "' is not a readable file");
     }
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    spec.script = ss.str();
+    std::string body(kMaxScriptBytes + 1, '\0');
+    size_t got = 0;
+    while (got < body.size()) {
+      const ssize_t n = ::read(fd, body.data() + got, body.size() - got);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    ::close(fd);
+    body.resize(got);
+    spec.script = std::move(body);
   }
   if (spec.script.size() > kMaxScriptBytes) {
     return Bad("script", "the script is larger than " + std::to_string(kMaxScriptBytes) + " bytes");
@@ -406,6 +418,7 @@ Status CopyInto(int out_fd, const std::string& path, const std::string& what) {
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    if (in.bad()) return Status(StatusCode::kDataLoss, "merge: reading " + path + " failed");
     const std::streamsize n = in.gcount();
     const char* p = buf.data();
     size_t left = static_cast<size_t>(n);
@@ -519,7 +532,7 @@ Result<MergeResult> MergeShards(const SlurmEmbedSpec& spec, const std::string& s
     }
   };
   for (auto* t : targets) {
-    t->fd = ::open(t->partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    t->fd = ::open(t->partial.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (t->fd < 0) {
       close_all();
       return Status(StatusCode::kUnavailable, "merge: cannot create " + t->partial);
@@ -589,7 +602,15 @@ Result<MergeResult> MergeShards(const SlurmEmbedSpec& spec, const std::string& s
     }
   }
   close_all();
-  if (!st.ok()) return st;
+  if (st.ok() && r.failed > spec.embed.max_errors) {
+    st = Status(StatusCode::kOutOfRange, std::to_string(r.failed) + " items failed (max_errors " +
+                                             std::to_string(spec.embed.max_errors) +
+                                             "); first: " + r.first_error);
+  }
+  if (!st.ok()) {
+    for (auto* t : targets) ::unlink(t->partial.c_str());
+    return st;
+  }
   // Output last: its appearance means the job's files are complete.
   for (auto* t : {&t_err, &t_index, &t_out}) {
     if (!f32 && t == &t_index) continue;
@@ -597,6 +618,13 @@ Result<MergeResult> MergeShards(const SlurmEmbedSpec& spec, const std::string& s
       return Status(StatusCode::kUnavailable, "merge: cannot rename " + t->partial);
     }
   }
+  const std::string folder = fs::path(out).parent_path().string();
+  const int dfd = ::open(folder.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0 || ::fsync(dfd) != 0) {
+    if (dfd >= 0) ::close(dfd);
+    return Status(StatusCode::kUnavailable, "merge: cannot sync " + folder);
+  }
+  ::close(dfd);
   return r;
 }
 

@@ -108,6 +108,7 @@ struct MergeResult {
 // Concatenates the shards in order into the job's output (and index, renumbered, and
 // errors file), each written to a .partial name and renamed into place, output last.
 // Running it again after a crash starts over and writes the same bytes.
+// More than spec.embed.max_errors failed items: OutOfRange, and nothing is renamed.
 Result<MergeResult> MergeShards(const SlurmEmbedSpec& spec, const std::string& shard_dir);
 
 // Every state Slurm ends a job in, and whether the requeue policy applies to it.

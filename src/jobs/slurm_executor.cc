@@ -22,6 +22,7 @@ namespace fs = std::filesystem;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+constexpr auto kMarkerGrace = std::chrono::seconds(45);
 
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -151,6 +152,13 @@ void SlurmExecutor::Stop() {
   }
   cv_.notify_all();
   if (thread_.joinable()) thread_.join();
+  // A graceful stop hands the jobs back without spending an attempt; the next start (or
+  // another service) adopts their Slurm jobs by the recorded ids.
+  for (const auto& [id, t] : tracked_) {
+    auto st = store_->Release(id, owner_, "the job service stopped", NowMs());
+    if (!st.ok()) log::Warn("slurm: cannot hand a job back", {{"id", id}, {"why", st.message()}});
+  }
+  tracked_.clear();
   if (renewer_.joinable()) renewer_.join();
 }
 
@@ -258,9 +266,9 @@ Result<std::vector<SlurmTask>> SlurmExecutor::Squeue(const std::vector<std::stri
     for (size_t k = i; k < std::min(names.size(), i + kPerCall); ++k) {
       list += (list.empty() ? "" : ",") + names[k];
     }
-    auto r = RunCommand(
-        {Bin("squeue"), "-h", "--states=all", "-o", std::string(kSqueueFormat), "--name=" + list},
-        options_.command_timeout);
+    auto r = RunCommand({Bin("squeue"), "-h", "--me", "--states=all", "-o",
+                         std::string(kSqueueFormat), "--name=" + list},
+                        options_.command_timeout);
     if (!r.ok()) {
       SlurmMetrics::Get().errors.WithLabels({"squeue"}).Inc();
       return r.status();
@@ -268,6 +276,10 @@ Result<std::vector<SlurmTask>> SlurmExecutor::Squeue(const std::vector<std::stri
     if (r->exit_code != 0) {
       SlurmMetrics::Get().errors.WithLabels({"squeue"}).Inc();
       return Status(StatusCode::kUnavailable, "squeue: " + FirstLine(r->err));
+    }
+    if (r->truncated) {  // rows missing would read as jobs gone
+      SlurmMetrics::Get().errors.WithLabels({"squeue"}).Inc();
+      return Status(StatusCode::kResourceExhausted, "squeue: its answer was too long");
     }
     for (auto& row : ParseSqueue(r->out)) all.push_back(std::move(row));
   }
@@ -336,7 +348,16 @@ bool SlurmExecutor::SubmitOrAdopt(Tracked& t) {
   Failpoint("jobs.slurm.after_sbatch");
   t.slurm_ids.push_back(*id);
   t.submitted = true;
-  (void)store_->SetOutput(t.id, owner_, dir, JoinIds(t.slurm_ids), NowMs());
+  if (auto st = store_->SetOutput(t.id, owner_, dir, JoinIds(t.slurm_ids), NowMs());
+      st.code() == StatusCode::kFailedPrecondition) {
+    // Cancelled (or taken over) while sbatch ran: the job just submitted is nobody's.
+    Job gone;
+    gone.id = t.id;
+    gone.slurm_ids = *id;
+    (void)CancelSlurmJobs(gone);
+    Drop(t.id);
+    return true;
+  }
   (void)store_->SetError(t.id, owner_, "", NowMs());
   (void)store_->Transition(t.id, owner_, JobState::kRunning, "submitted as Slurm job " + *id,
                            NowMs());
@@ -360,7 +381,12 @@ Result<std::string> SlurmExecutor::Sbatch(Tracked& t, const std::string& dir) {
     f << t.spec.script;
     std::ofstream b(batch, std::ios::binary | std::ios::trunc);
     b << BatchScript(t.spec, t.id, dir, user);
-    if (!f || !b) return Status(StatusCode::kInternal, "cannot write the scripts in " + dir);
+    f.close();
+    b.close();
+    // A full disk must not submit half a script.
+    if (f.fail() || b.fail()) {
+      return Status(StatusCode::kUnavailable, "cannot write the scripts in " + dir);
+    }
   }
   ::chmod(batch.c_str(), 0755);
   std::vector<std::string> argv = {Bin("sbatch"),
@@ -441,7 +467,11 @@ void SlurmExecutor::Reconcile() {
     auto renewed = store_->Renew(id, owner_, lease_.count(), NowMs());
     if (!renewed.ok() && renewed.code() == StatusCode::kFailedPrecondition) {
       auto job = store_->Get(id);
-      if (job.ok() && job->state == JobState::kCancelled) (void)CancelSlurmJobs(*job);
+      if (job.ok() && job->state == JobState::kCancelled) {
+        // What this process submitted, which the record may lack; kept until scancel works.
+        job->slurm_ids = JoinIds(tracked_[id].slurm_ids);
+        if (!CancelSlurmJobs(*job).ok()) continue;
+      }
       Drop(id);
     }
   }
@@ -479,7 +509,17 @@ void SlurmExecutor::Reconcile() {
       }
     }
     const std::string dir = SubmissionDir(t, t.slurm_ids.size());
-    const SlurmResolution res = ResolveSlurmJob(mine, Markers(dir), t.tasks);
+    SlurmResolution res = ResolveSlurmJob(mine, Markers(dir), t.tasks);
+    if (res.outcome == SlurmOutcome::kFailed &&
+        res.reason.find("without a completion marker") != std::string::npos) {
+      // On NFS a marker written on a node shows up here only after the attribute cache
+      // expires (30 s by default): wait that long before calling the job a failure.
+      const auto now = Clock::now();
+      if (!t.marker_missing_since) t.marker_missing_since = now;
+      if (now - *t.marker_missing_since < kMarkerGrace) res.outcome = SlurmOutcome::kRunning;
+    } else {
+      t.marker_missing_since.reset();
+    }
     if (res.tasks_done != t.done) {
       t.done = res.tasks_done;
       (void)store_->SetProgress(id, owner_, res.tasks_done, res.tasks_total, NowMs());
@@ -527,12 +567,6 @@ void SlurmExecutor::MergeInto(Tracked& t, const std::string& dir, const std::str
     return;
   }
   (void)store_->SetOutput(id, owner_, t.embed->embed.output, JoinIds(t.slurm_ids), NowMs());
-  if (merged->failed > t.embed->embed.max_errors) {
-    Finish(id, JobState::kFailed,
-           std::to_string(merged->failed) + " items failed (max_errors " +
-               std::to_string(t.embed->embed.max_errors) + "); first: " + merged->first_error);
-    return;
-  }
   std::string reason = "Slurm job " + slurm_id + ": " + std::to_string(t.embed->shards) +
                        " shards merged, " + std::to_string(merged->embedded) + " embedded";
   if (merged->failed > 0) {
@@ -543,8 +577,8 @@ void SlurmExecutor::MergeInto(Tracked& t, const std::string& dir, const std::str
 }
 
 Result<std::vector<SlurmTask>> SlurmExecutor::LiveTasks(const std::string& job_id) {
-  auto r = RunCommand({Bin("squeue"), "-h", "--states=all", "-o", std::string(kSqueueFormat),
-                       "--name=" + SlurmJobName(job_id)},
+  auto r = RunCommand({Bin("squeue"), "-h", "--me", "--states=all", "-o",
+                       std::string(kSqueueFormat), "--name=" + SlurmJobName(job_id)},
                       std::min(options_.command_timeout, std::chrono::milliseconds(5000)));
   if (!r.ok()) return r.status();
   if (r->exit_code != 0) return Status(StatusCode::kUnavailable, "squeue: " + FirstLine(r->err));

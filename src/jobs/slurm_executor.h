@@ -83,6 +83,8 @@ class SlurmExecutor {
     int requeues = 0;
     bool submitted = false;  // has a live Slurm job (else: waiting to submit)
     int64_t done = -1;       // tasks done, as last stored
+    // When the job first looked finished but without every completion marker.
+    std::optional<std::chrono::steady_clock::time_point> marker_missing_since;
   };
 
   void Loop();

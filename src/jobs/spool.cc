@@ -178,6 +178,11 @@ void Spool::Take(const std::string& name) {
     return;
   }
   auto id = submit_(*body);
+  if (!id.ok() && (id.error().status == 429 || id.error().status >= 500)) {
+    // The queue is full or the store busy: not this file's fault; the next scan retries.
+    log::Warn("spool: submission deferred", {{"file", name}, {"why", id.error().message}});
+    return;
+  }
   if (!id.ok()) {
     m.refused.Inc();
     Move("incoming", name, "failed", std::to_string(id.error().status) + " " + id.error().message);

@@ -117,6 +117,10 @@ struct JobStore::Impl {
     if (sqlite3_exec(db, sql, nullptr, nullptr, &err) == SQLITE_OK) return OkStatus();
     std::string msg = err ? err : sqlite3_errmsg(db);
     sqlite3_free(err);
+    const int code = sqlite3_errcode(db) & 0xff;
+    if (code == SQLITE_BUSY || code == SQLITE_LOCKED) {
+      return Status(StatusCode::kUnavailable, "the job store is busy: " + msg);
+    }
     return Internal(std::string("sqlite: ") + msg + " (" + sql + ")");
   }
   Status StepError(const char* what) {

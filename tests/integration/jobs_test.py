@@ -525,6 +525,28 @@ class MeshTrouble(unittest.TestCase):
         finally:
             self.assertEqual(svc.stop(), 0)
 
+    def test_two_jobs_never_write_one_output_at_once(self):
+        d = Folder("one-writer")
+        src = d.write_jsonl("in.jsonl", corpus(20))
+        svc = Jobs(d.state, d.data, f"http://127.0.0.1:{free_port()}", ["jobs.runners=2"])
+        try:
+            # The first holds the output while it waits for a mesh that is not there.
+            svc.submit("first", {"input": src, "output": d.path("same.out")})
+            wait_for(lambda: svc.job("first")["state"] == "running", timeout=30)
+            svc.submit("second", {"input": src, "output": d.path("same.out"),
+                                  "url": worker().url})
+            j = svc.wait_state("second", timeout=60)
+            self.assertEqual(j["state"], "failed", j)
+            self.assertIn("is being written by job first", j["error"])
+            self.assertEqual(svc.job("first")["state"], "running")
+            # Its input may not be one of the output's side files either.
+            os.rename(src, d.path("y.partial"))
+            r = svc.submit("fourth", {"input": d.path("y.partial"), "output": d.path("y")})
+            self.assertEqual(r.status_code, 400, r.text)
+            self.assertIn("write over its input", r.json()["error"])
+        finally:
+            self.assertEqual(svc.stop(), 0)
+
     def test_a_mesh_away_past_the_retry_window_fails_the_job_with_the_reason(self):
         d = Folder("window")
         src = d.write_jsonl("in.jsonl", corpus(5))
