@@ -494,6 +494,21 @@ Result<std::unique_ptr<JobService>> JobService::Start(JobServiceOptions options)
   impl->options = std::move(options);
   Impl& im = *impl;
   IM_RETURN_IF_ERROR(im.Init());
+  {
+    SlurmExecutorOptions xo;
+    xo.work_dir = im.options.slurm_work_dir.empty()
+                      ? (fs::path(im.options.state_dir) / "slurm").string()
+                      : im.options.slurm_work_dir;
+    xo.bin_dir = im.options.slurm_bin_dir;
+    xo.data_dirs = im.options.data_dirs;
+    xo.command_timeout = im.options.slurm_command_timeout;
+    xo.poll_max = im.options.slurm_poll_max;
+    xo.max_requeues = im.options.slurm_max_requeues;
+    xo.embed = im.options.embed;
+    xo.infermesh_bin = im.options.slurm_infermesh_bin;
+    im.slurm = std::make_unique<SlurmExecutor>(xo, im.store.get(), im.owner, im.options.lease);
+    if (im.options.runners > 0) IM_RETURN_IF_ERROR(im.slurm->Start());
+  }
   if (!im.options.spool_dir.empty()) {
     SpoolOptions so;
     so.dir = im.options.spool_dir;
@@ -512,21 +527,6 @@ Result<std::unique_ptr<JobService>> JobService::Start(JobServiceOptions options)
                         if (!j.ok() || !IsTerminal(j->state)) return std::nullopt;
                         return std::make_pair(j->state == JobState::kSucceeded, j->error);
                       }));
-  }
-  {
-    SlurmExecutorOptions xo;
-    xo.work_dir = im.options.slurm_work_dir.empty()
-                      ? (fs::path(im.options.state_dir) / "slurm").string()
-                      : im.options.slurm_work_dir;
-    xo.bin_dir = im.options.slurm_bin_dir;
-    xo.data_dirs = im.options.data_dirs;
-    xo.command_timeout = im.options.slurm_command_timeout;
-    xo.poll_max = im.options.slurm_poll_max;
-    xo.max_requeues = im.options.slurm_max_requeues;
-    xo.embed = im.options.embed;
-    xo.infermesh_bin = im.options.slurm_infermesh_bin;
-    im.slurm = std::make_unique<SlurmExecutor>(xo, im.store.get(), im.owner, im.options.lease);
-    if (im.options.runners > 0) IM_RETURN_IF_ERROR(im.slurm->Start());
   }
   http::ServerOptions so;
   so.host = im.options.host;

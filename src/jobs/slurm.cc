@@ -260,7 +260,8 @@ std::string BatchScript(const SlurmScriptSpec& spec, const std::string& job_id,
   if (!spec.array.empty()) s += "#SBATCH --array=" + spec.array + "\n";
   s += "# Written by infermesh jobs for job " + job_id + ".\n";
   s += "task=${SLURM_ARRAY_TASK_ID:-0}\n";
-  s += "/bin/bash " + ShellQuote(user_script) + "\n";
+  // A script with its own interpreter line runs with it; any other with bash.
+  s += (spec.script.rfind("#!", 0) == 0 ? "" : "/bin/bash ") + ShellQuote(user_script) + "\n";
   s += "code=$?\n";
   s += "markers=" + ShellQuote(dir + "/markers") + "\n";
   s += "printf '{\"exit_code\": %d, \"slurm_job_id\": \"%s\", \"task\": %d}\\n' \"$code\" "

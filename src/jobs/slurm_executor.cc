@@ -389,6 +389,7 @@ Result<std::string> SlurmExecutor::Sbatch(Tracked& t, const std::string& dir) {
     }
   }
   ::chmod(batch.c_str(), 0755);
+  ::chmod(user.c_str(), 0755);
   std::vector<std::string> argv = {Bin("sbatch"),
                                    "--parsable",
                                    "--job-name=" + SlurmJobName(t.id),

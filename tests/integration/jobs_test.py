@@ -669,6 +669,7 @@ class SlurmJobs(unittest.TestCase):
         self.submit("ok", script="echo hello from $SLURM_JOB_ID\n")
         self.submit("bad", script="echo failing; exit 3\n")
         self.submit("arr", script="echo task $SLURM_ARRAY_TASK_ID\n", array="0-3")
+        self.submit("py", script="#!/usr/bin/python3\nimport sys\nsys.exit(7)\n")
         ok = self.svc.wait_state("ok")
         self.assertEqual(ok["state"], "succeeded", ok)
         self.assertEqual(len(ok["slurm_job_ids"]), 1)
@@ -680,6 +681,9 @@ class SlurmJobs(unittest.TestCase):
         self.assertEqual(bad["state"], "failed", bad)
         self.assertIn("FAILED", bad["error"])
         self.assertIn("exit code 3", bad["error"])
+        py = self.svc.wait_state("py")  # its own interpreter, not bash
+        self.assertEqual(py["state"], "failed", py)
+        self.assertIn("exit code 7", py["error"])
         arr = self.svc.wait_state("arr")
         self.assertEqual(arr["state"], "succeeded", arr)
         self.assertEqual(arr["progress"], {"done": 4, "total": 4})

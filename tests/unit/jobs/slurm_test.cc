@@ -152,6 +152,14 @@ TEST(SlurmScript, WritesTheMarkerAfterTheUsersScript) {
   EXPECT_NE(s.find("mv \"$markers/.$task.json.tmp\" \"$markers/$task.json\""), std::string::npos);
 }
 
+TEST(SlurmScript, AScriptWithAnInterpreterLineRunsWithIt) {
+  SlurmScriptSpec spec;
+  spec.script = "#!/usr/bin/env python3\nprint(1)\n";
+  const std::string s = BatchScript(spec, "py", "/d", "/d/script.sh");
+  EXPECT_NE(s.find("\n'/d/script.sh'\n"), std::string::npos) << s;
+  EXPECT_EQ(s.find("/bin/bash '/d/script.sh'"), std::string::npos);
+}
+
 TEST(Command, RunsCapturesAndTimesOut) {
   auto r =
       RunCommand({"/bin/sh", "-c", "echo out; echo err >&2; exit 3"}, std::chrono::seconds(10));
