@@ -19,6 +19,7 @@
 #include "core/failpoint.h"
 #include "core/log.h"
 #include "core/metrics.h"
+#include "core/thread_pool.h"
 #include "http/auth.h"
 #include "http/client.h"
 #include "jobs/embed_runner.h"
@@ -89,6 +90,11 @@ struct JobService::Impl {
   std::unique_ptr<http::HttpClient> client;
   std::unique_ptr<Spool> spool;
   std::unique_ptr<SlurmExecutor> slurm;
+  // Slurm commands a request needs (squeue for /slurm/status, scancel for DELETE) run
+  // here, never on an I/O thread: a controller that does not answer must not stall the
+  // API. Declared after `slurm`, so it drains before the executor goes.
+  std::unique_ptr<ThreadPool> slurm_calls;
+  static constexpr int64_t kMaxQueuedSlurmCalls = 64;
   std::unique_ptr<http::HttpServer> server;
   http::BearerAuth user_auth, admin_auth;
 
@@ -412,8 +418,11 @@ struct JobService::Impl {
         if (auto it = running.find(*id); it != running.end()) it->second->store(true);
       }
       if (slurm && !job->slurm_ids.empty()) {
-        (void)slurm->CancelSlurmJobs(*job);
-        slurm->Wake();
+        // scancel off the I/O thread; the executor retries it until it works.
+        slurm_calls->Submit([this, j = *job] {
+          (void)slurm->CancelSlurmJobs(j);
+          slurm->Wake();
+        });
       }
       Reply(r, 200, JobJson(*job));
     });
@@ -428,20 +437,27 @@ struct JobService::Impl {
             r, ApiError{409, "Conflict",
                         "job '" + *id + "' is an " + job->job_class + " job, not a Slurm job", ""});
       }
-      // The stored record, and what squeue says now.
-      boost::json::object o = boost::json::parse(JobJson(*job)).as_object();
-      auto tasks = slurm->LiveTasks(*id);
-      if (tasks.ok()) {
-        boost::json::array a;
-        for (const auto& t : *tasks) {
-          a.push_back({{"slurm_job_id", t.master_id}, {"id", t.id}, {"state", t.state}});
-        }
-        o["slurm_tasks"] = std::move(a);
-      } else {
-        o["slurm_tasks"] = nullptr;
-        o["slurm_error"] = tasks.status().message();
+      // The stored record, and what squeue says now (asked on the Slurm pool).
+      if (slurm_calls->Stats().queued >= kMaxQueuedSlurmCalls) {
+        return ReplyError(r, ApiError{503, "Unhealthy",
+                                      "too many Slurm status calls are waiting; try again", ""});
       }
-      Reply(r, 200, boost::json::serialize(o));
+      auto shared = std::make_shared<http::Responder>(std::move(r));
+      slurm_calls->Submit([this, shared, j = *job] {
+        boost::json::object o = boost::json::parse(JobJson(j)).as_object();
+        auto tasks = slurm->LiveTasks(j.id);
+        if (tasks.ok()) {
+          boost::json::array a;
+          for (const auto& t : *tasks) {
+            a.push_back({{"slurm_job_id", t.master_id}, {"id", t.id}, {"state", t.state}});
+          }
+          o["slurm_tasks"] = std::move(a);
+        } else {
+          o["slurm_tasks"] = nullptr;
+          o["slurm_error"] = tasks.status().message();
+        }
+        Reply(*shared, 200, boost::json::serialize(o));
+      });
     });
     router->Add("GET", "/queue/status", [this](http::Request& q, http::Responder r) {
       if (!Authorized(q, r, false)) return;
@@ -507,6 +523,7 @@ Result<std::unique_ptr<JobService>> JobService::Start(JobServiceOptions options)
     xo.embed = im.options.embed;
     xo.infermesh_bin = im.options.slurm_infermesh_bin;
     im.slurm = std::make_unique<SlurmExecutor>(xo, im.store.get(), im.owner, im.options.lease);
+    im.slurm_calls = std::make_unique<ThreadPool>("slurm-calls", 3);
     if (im.options.runners > 0) IM_RETURN_IF_ERROR(im.slurm->Start());
   }
   if (!im.options.spool_dir.empty()) {
@@ -548,6 +565,7 @@ void JobService::Shutdown() {
   Impl& im = *impl_;
   if (im.stopping.exchange(true)) return;
   if (im.server) im.server->Shutdown(std::chrono::seconds(5));
+  im.slurm_calls.reset();  // drains what requests started
   if (im.spool) im.spool->Stop();
   {
     std::lock_guard<std::mutex> lock(im.mu);
