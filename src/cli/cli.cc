@@ -1,5 +1,8 @@
 #include "cli/cli.h"
 
+#include <pthread.h>
+#include <signal.h>
+
 #include <CLI/CLI.hpp>
 #include <iostream>
 
@@ -28,6 +31,26 @@ Result<int> IntraOpThreads(const Config& config, int flag) {
   runtime::SessionOptions so;
   IM_RETURN_IF_ERROR(runtime::ReadRuntimeConfig(config, &so));
   return so.intra_op_threads;
+}
+
+void BlockStopSignals() {
+  signal(SIGINT, SIG_DFL);
+  signal(SIGTERM, SIG_DFL);
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+}
+
+void WaitForStopSignal() {
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  int sig = 0;
+  sigwait(&stop, &sig);
+  log::Info("signal received", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
 }
 
 int Main(int argc, char** argv) {

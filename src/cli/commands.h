@@ -26,6 +26,13 @@ Result<int> IntraOpThreads(const Config& config, int flag);
 // LoadConfig(), then the runtime.* keys as session options (threads as above).
 Result<runtime::SessionOptions> RuntimeOptions(int threads_flag);
 
+// Servers: block SIGINT and SIGTERM in every thread (threads inherit the mask; call it
+// before starting any) so no handler runs on an arbitrary thread, then wait for one on
+// the main thread and log it. A shell starts background jobs with SIGINT ignored, and an
+// ignored signal is discarded even while blocked, so the default is restored first.
+void BlockStopSignals();
+void WaitForStopSignal();
+
 void AddConformanceCommand(CLI::App& app, int& exit_code);  // conformance.cc
 void AddRunCommand(CLI::App& app, int& exit_code);          // run_command.cc
 void AddEmbedCommand(CLI::App& app, int& exit_code);        // embed_command.cc

@@ -19,14 +19,7 @@ struct GatewayCliOptions {
 };
 
 int RunGateway(const GatewayCliOptions& cli) {
-  // As the worker: stop signals are waited for here, not handled on some thread.
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  BlockStopSignals();
 
   auto config = LoadConfig();
   if (!config.ok()) {
@@ -49,9 +42,7 @@ int RunGateway(const GatewayCliOptions& cli) {
   }
   std::cout << "infermesh gateway listening on " << options->host << ":" << (*service)->port()
             << std::endl;
-  int sig = 0;
-  sigwait(&stop, &sig);
-  log::Info("signal received", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  WaitForStopSignal();
   (*service)->Shutdown();
   return 0;
 }

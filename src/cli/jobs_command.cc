@@ -45,13 +45,7 @@ struct JobsCliOptions {
 };
 
 int Serve(const JobsCliOptions& cli) {
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  BlockStopSignals();
   auto config = LoadConfig();
   if (!config.ok()) {
     std::cerr << "error: " << config.status().message() << "\n";
@@ -74,9 +68,7 @@ int Serve(const JobsCliOptions& cli) {
   }
   std::cout << "infermesh jobs listening on " << options->host << ":" << (*service)->port()
             << std::endl;
-  int sig = 0;
-  sigwait(&stop, &sig);
-  log::Info("signal received", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  WaitForStopSignal();
   (*service)->Shutdown();
   return 0;
 }

@@ -20,17 +20,7 @@ struct WorkerCliOptions {
 };
 
 int RunWorker(const WorkerCliOptions& cli) {
-  // Block the stop signals in every thread (threads inherit the mask) and wait
-  // for them here, so no handler runs in an arbitrary thread.
-  // A shell starts background jobs with SIGINT ignored, and an ignored signal is
-  // discarded even while blocked: restore the default first so sigwait sees it.
-  signal(SIGINT, SIG_DFL);
-  signal(SIGTERM, SIG_DFL);
-  sigset_t stop;
-  sigemptyset(&stop);
-  sigaddset(&stop, SIGINT);
-  sigaddset(&stop, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  BlockStopSignals();
 
   auto config = LoadConfig();
   if (!config.ok()) {
@@ -54,9 +44,7 @@ int RunWorker(const WorkerCliOptions& cli) {
   // One line on stdout that scripts (and tests) can wait for.
   std::cout << "infermesh worker listening on " << options->host << ":" << (*service)->port()
             << std::endl;
-  int sig = 0;
-  sigwait(&stop, &sig);
-  log::Info("signal received", {{"signal", sig == SIGINT ? "SIGINT" : "SIGTERM"}});
+  WaitForStopSignal();
   (*service)->Shutdown();
   return 0;
 }
