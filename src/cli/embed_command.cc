@@ -61,6 +61,7 @@ int Embed(const EmbedCliOptions& opts) {
 void AddEmbedCommand(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<EmbedCliOptions>();
   CLI::App* cmd = app.add_subcommand("embed", "Embed texts with a model directory");
+  AddCommonOptions(cmd, {"runtime."});
   cmd->add_option("--model", opts->model, "Hugging Face–layout model directory")->required();
   cmd->add_option("texts", opts->texts, "Texts to embed")->required();
   cmd->add_option("--threads", opts->threads,

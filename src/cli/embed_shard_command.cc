@@ -93,6 +93,7 @@ void AddEmbedShardCommand(CLI::App& app, int& exit_code) {
   auto o = std::make_shared<ShardCliOptions>();
   CLI::App* cmd =
       app.add_subcommand("embed-shard", "Embed one shard of a file in process (a Slurm task)");
+  AddCommonOptions(cmd, {"runtime."});
   cmd->add_option("--model", o->model, "Hugging Face–layout model directory")->required();
   cmd->add_option("--input", o->input, "Input file (JSONL or text)")->required();
   cmd->add_option("--output", o->output, "This shard's output file")->required();

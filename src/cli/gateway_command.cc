@@ -52,6 +52,7 @@ int RunGateway(const GatewayCliOptions& cli) {
 void AddGatewayCommand(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<GatewayCliOptions>();
   CLI::App* cmd = app.add_subcommand("gateway", "Route requests over a pool of workers");
+  AddCommonOptions(cmd, {"gateway.", "server."});
   cmd->add_option("--workers", opts->workers, "Workers, host:port,... (gateway.workers)");
   cmd->add_option("--host", opts->host, "Listen address (gateway.host)");
   cmd->add_option("--port", opts->port, "Listen port, 0 = ephemeral (gateway.port)");

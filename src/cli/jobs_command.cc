@@ -224,10 +224,12 @@ void AddJobsCommand(CLI::App& app, int& exit_code) {
   CLI::App* jobs = app.add_subcommand("jobs", "The job service: durable batch embedding");
   jobs->require_subcommand(1);
   auto client_flags = [opts](CLI::App* cmd) {
+    AddCommonOptions(cmd, {});
     cmd->add_option("--url", opts->url, "The job service (jobs.url)");
     cmd->add_option("--key", opts->key, "API key (default: $INFERMESH_JOBS_KEY)");
   };
   CLI::App* serve = jobs->add_subcommand("serve", "Run the job service");
+  AddCommonOptions(serve, {"jobs.", "server."});
   serve->add_option("--host", opts->host, "Listen address (jobs.host)");
   serve->add_option("--port", opts->port, "Listen port, 0 = ephemeral (jobs.port)");
   serve->add_option("--spool", opts->spool, "Spool folder (jobs.spool_dir)");

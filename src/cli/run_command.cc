@@ -81,6 +81,7 @@ int RunModel(const RunOptions& opts) {
 void AddRunCommand(CLI::App& app, int& exit_code) {
   auto opts = std::make_shared<RunOptions>();
   CLI::App* cmd = app.add_subcommand("run", "Run an ONNX model once on JSON inputs");
+  AddCommonOptions(cmd, {"runtime."});
   cmd->add_option("--model", opts->model, "Path to a .onnx file")->required();
   cmd->add_option("--input", opts->input,
                   "JSON object {name: nested array | {dtype, shape, data}}, or @file")

@@ -42,6 +42,25 @@ void Describe(ModelEntry& m) {
   }
 }
 
+// A folder that is itself a Hugging Face–layout model (a tokenizer or a config.json at
+// its top), not a repository of models: a repository holds model folders and .onnx files.
+bool IsModelFolder(const std::string& dir) {
+  std::error_code ec;
+  for (const char* f : {"tokenizer.json", "vocab.txt", "config.json"}) {
+    if (fs::is_regular_file(fs::path(dir) / f, ec)) return true;
+  }
+  return false;
+}
+
+// The folder's own name ("bge-small-en-v1.5"), also for "dir/" and ".".
+std::string ModelNameOf(const fs::path& p) {
+  std::error_code ec;
+  std::string s = fs::absolute(p, ec).lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  const std::string name = fs::path(s).filename().string();
+  return name.empty() ? "model" : name;
+}
+
 }  // namespace
 
 Result<ModelRegistry> ModelRegistry::LoadRepository(const std::string& dir,
@@ -50,7 +69,11 @@ Result<ModelRegistry> ModelRegistry::LoadRepository(const std::string& dir,
   if (!fs::is_directory(dir, ec))
     return NotFound("model repository '" + dir + "' is not a directory");
   std::vector<fs::path> paths;
+  // One model folder, as TEI's --model-id takes it: the repository is that one model.
+  const bool single = IsModelFolder(dir);
+  if (single) paths.push_back(fs::path(dir));
   for (const auto& e : fs::directory_iterator(dir, ec)) {
+    if (single) break;
     const auto name = e.path().filename().string();
     if (name.empty() || name[0] == '.') continue;
     if (e.is_directory() || (e.is_regular_file() && e.path().extension() == ".onnx")) {
@@ -66,7 +89,7 @@ Result<ModelRegistry> ModelRegistry::LoadRepository(const std::string& dir,
     m->path = p.string();
     const auto start = std::chrono::steady_clock::now();
     if (fs::is_directory(p)) {
-      m->name = p.filename().string();
+      m->name = ModelNameOf(p);
       m->kind = ModelKind::kText;
       auto loaded = runtime::EmbeddingModel::Load(m->path, options);
       if (loaded.ok()) {

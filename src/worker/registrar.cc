@@ -29,6 +29,11 @@ bool GatewayRegistrar::Post(const std::string& path) {
   static thread_local std::string last;
   const std::string why =
       r.ok() ? "status " + std::to_string(r->status) + ": " + r->body : r.status().ToString();
+  if (path == "/admin/deregister" && !r.ok() && r.status().code() == StatusCode::kUnavailable) {
+    // The gateway stopped first (as `infermesh up` stops it): nothing routes here anyway.
+    log::Info("gateway gone; nothing to deregister", {{"gateway", gateway_.ToString()}});
+    return false;
+  }
   if (why != last) {  // once per distinct failure, not every heartbeat
     log::Warn("gateway registration failed",
               {{"gateway", gateway_.ToString()}, {"path", path}, {"error", why}});
