@@ -85,6 +85,13 @@ int ProcessSupervisor::Add(ChildSpec spec) {
   return index;
 }
 
+void ProcessSupervisor::SetArgv(int index, std::vector<std::string> argv) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (index >= 0 && size_t(index) < children_.size()) {
+    children_[size_t(index)]->spec.argv = std::move(argv);
+  }
+}
+
 void ProcessSupervisor::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (started_) return;

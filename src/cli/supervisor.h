@@ -86,6 +86,9 @@ class ProcessSupervisor {
   // Registers a child and returns its index. Before Start() it starts with the others;
   // afterwards, at once (on the monitor thread). Not after Stop().
   int Add(ChildSpec spec);
+  // Replaces a child's argv for its next start (a restart), e.g. to pin the port its
+  // first process chose.
+  void SetArgv(int index, std::vector<std::string> argv);
   // Starts the monitor thread, which starts every child added so far.
   void Start();
   // The port the child's current process printed ("... listening on HOST:PORT"); an error

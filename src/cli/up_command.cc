@@ -264,6 +264,8 @@ int RunUp(const UpCliOptions& cli) {
   } else if (!fs::exists(models)) {
     return Fail("no model folder or repository at " + models, 2);
   }
+  // The demo models given by path (as `make run` gives them) still get the notice.
+  const bool random_weights = demo || fs::exists(fs::path(models) / kDemoStampFile);
   const fs::path corpus = state / "data" / "demo-corpus.txt";
   if (*with_jobs) {
     if (Status s = WriteDemoCorpus(corpus); !s.ok()) return Fail(s.message(), 1);
@@ -309,14 +311,17 @@ int RunUp(const UpCliOptions& cli) {
   };
 
   // 1. The gateway: its port may be 0, and the workers need it.
-  const int gw =
-      sup.Add({"gateway",
-               role_argv({}, {"gateway", "--host", *gw_host, "--port", std::to_string(*gw_port)}),
-               /*stop_order=*/1});
+  auto gateway_argv = [&](int port) {
+    return role_argv({}, {"gateway", "--host", *gw_host, "--port", std::to_string(port)});
+  };
+  const int gw = sup.Add({"gateway", gateway_argv(int(*gw_port)), /*stop_order=*/1});
   sup.Start();
   auto gport = wait_port(gw, "the gateway");
   if (!gport.ok()) return stop_all(Fail(gport.status().message(), 1));
   if (*gport < 0) return stop_all(0);
+  // A restarted gateway takes the port its first process chose (with gateway.port 0), so
+  // the workers' registrations and the job service's mesh_url stay right.
+  sup.SetArgv(gw, gateway_argv(*gport));
   const std::string local_host =
       (*gw_host == "0.0.0.0" || *gw_host == "::" || gw_host->empty()) ? "127.0.0.1" : *gw_host;
   const std::string gw_url = "http://" + local_host + ":" + std::to_string(*gport);
@@ -341,16 +346,19 @@ int RunUp(const UpCliOptions& cli) {
   }
   // 3. The job service, sending to the gateway, with the demo data folder allowed.
   int jobs = -1;
+  std::vector<std::string> jobs_pre;
+  auto jobs_argv = [&](int port) {
+    return role_argv(jobs_pre,
+                     {"jobs", "serve", "--host", *jobs_host, "--port", std::to_string(port)});
+  };
   if (*with_jobs) {
     std::vector<std::string> pre{"--set", "jobs.mesh_url=" + gw_url, "--set",
                                  "jobs.data_dirs=" + *data_dirs + "," + (state / "data").string()};
     if (config.SourceOf("jobs.state_dir") == "default") {
       pre.insert(pre.end(), {"--set", "jobs.state_dir=" + (state / "jobs").string()});
     }
-    jobs = sup.Add({"jobs",
-                    role_argv(std::move(pre), {"jobs", "serve", "--host", *jobs_host, "--port",
-                                               std::to_string(*jobs_port)}),
-                    /*stop_order=*/0});
+    jobs_pre = std::move(pre);
+    jobs = sup.Add({"jobs", jobs_argv(int(*jobs_port)), /*stop_order=*/0});
   }
   std::vector<int> worker_ports;
   for (size_t i = 0; i < worker_ids.size(); ++i) {
@@ -365,6 +373,7 @@ int RunUp(const UpCliOptions& cli) {
     if (!p.ok()) return stop_all(Fail(p.status().message(), 1));
     if (*p < 0) return stop_all(0);
     jport = *p;
+    sup.SetArgv(jobs, jobs_argv(jport));
   }
 
   // 4. Ready when the gateway routes to every worker.
@@ -471,7 +480,7 @@ int RunUp(const UpCliOptions& cli) {
   os << "  roles    http://127.0.0.1:" << (*server)->port() << "/up  (processes, restarts; "
      << "/metrics)\n";
   os << "  models   " << models << "\n";
-  if (demo) {
+  if (random_weights) {
     os << "\nThe demo encoder is bge-small-shaped with the real bert-base-uncased vocabulary "
           "and RANDOM\nweights: its embeddings are deterministic but carry no meaning. To "
           "serve a real model\n(a Hugging Face folder with onnx/model.onnx, downloaded "

