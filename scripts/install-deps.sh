@@ -23,6 +23,8 @@ pkgs=(
   libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler libutf8proc-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev libonnx-testdata prometheus redis-server
+  # the status page's test: headless Chromium driven by npm playwright-core
+  chromium
   # make bench-gateway's peer
   haproxy
   # jobs: the real Slurm the Slurm executor's tests start on localhost

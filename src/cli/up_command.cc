@@ -19,8 +19,14 @@
 // back its leases), the gateway (it drains in-flight requests while the workers still
 // serve), then the workers. Exit status: 0 after a clean stop, 1 when a role could not
 // start, 2 for bad usage.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <boost/json.hpp>
 #include <filesystem>
@@ -182,6 +188,25 @@ Status WriteDemoCorpus(const fs::path& file) {
   return OkStatus();
 }
 
+// A port nothing listens on now (bound to 0 and closed), for a role that must be told
+// another role's port before that one starts.
+Result<int> FreeLocalPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Internal(std::string("socket: ") + strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+    port = ntohs(addr.sin_port);
+  }
+  close(fd);
+  if (port == 0) return Internal("cannot find a free port for the job service");
+  return port;
+}
+
 int Fail(const std::string& message, int code) {
   std::cerr << "error: " << message << "\n";
   return code;
@@ -310,9 +335,26 @@ int RunUp(const UpCliOptions& cli) {
     }
   };
 
+  // The gateway's status page lists the job service's jobs, so the gateway, which starts
+  // first, needs the job service's port: with jobs.port 0 one is chosen here.
+  int64_t jobs_port_use = *jobs_port;
+  if (*with_jobs && jobs_port_use == 0) {
+    auto free = FreeLocalPort();
+    if (!free.ok()) return Fail(free.status().message(), 1);
+    jobs_port_use = *free;
+  }
+  const std::string jobs_local =
+      (*jobs_host == "0.0.0.0" || *jobs_host == "::" || jobs_host->empty()) ? "127.0.0.1"
+                                                                            : *jobs_host;
+  std::vector<std::string> gateway_pre;
+  if (*with_jobs) {
+    gateway_pre = {"--set",
+                   "gateway.jobs_url=http://" + jobs_local + ":" + std::to_string(jobs_port_use)};
+  }
+
   // 1. The gateway: its port may be 0, and the workers need it.
   auto gateway_argv = [&](int port) {
-    return role_argv({}, {"gateway", "--host", *gw_host, "--port", std::to_string(port)});
+    return role_argv(gateway_pre, {"gateway", "--host", *gw_host, "--port", std::to_string(port)});
   };
   const int gw = sup.Add({"gateway", gateway_argv(int(*gw_port)), /*stop_order=*/1});
   sup.Start();
@@ -358,7 +400,7 @@ int RunUp(const UpCliOptions& cli) {
       pre.insert(pre.end(), {"--set", "jobs.state_dir=" + (state / "jobs").string()});
     }
     jobs_pre = std::move(pre);
-    jobs = sup.Add({"jobs", jobs_argv(int(*jobs_port)), /*stop_order=*/0});
+    jobs = sup.Add({"jobs", jobs_argv(int(jobs_port_use)), /*stop_order=*/0});
   }
   std::vector<int> worker_ports;
   for (size_t i = 0; i < worker_ids.size(); ++i) {
@@ -476,7 +518,8 @@ int RunUp(const UpCliOptions& cli) {
   os << ")\n";
   const std::string jobs_url = "http://" + local_host + ":" + std::to_string(jport);
   if (jport > 0) os << "  jobs     " << jobs_url << "\n";
-  os << "  stats    " << gw_url << "/stats  (workers, breakers, cache, limiter)\n";
+  os << "  status   " << gw_url << "/ui  (the status page: workers, charts, jobs)\n";
+  os << "  stats    " << gw_url << "/stats  (workers, breakers, cache, limiter, as JSON)\n";
   os << "  roles    http://127.0.0.1:" << (*server)->port() << "/up  (processes, restarts; "
      << "/metrics)\n";
   os << "  models   " << models << "\n";

@@ -86,6 +86,8 @@ const std::vector<ConfigKey>& DeclaredConfigKeys() {
       {"gateway.api_keys", "", "bearer keys for inference routes, comma-separated (empty: open)"},
       {"gateway.admin_key", "", "bearer key for /admin routes (and every other route)"},
       {"gateway.protect_metrics", "false", "require a key for /metrics too"},
+      {"gateway.jobs_url", "",
+       "job service whose recent jobs the status page /ui shows (empty: none)"},
       // The job service (src/jobs/service.h).
       {"jobs.host", "127.0.0.1", "address `infermesh jobs serve` listens on"},
       {"jobs.port", "8090", "port of the job service (0: ephemeral)"},

@@ -26,11 +26,13 @@
 #include "gateway/coalescer.h"
 #include "gateway/redis_cache.h"
 #include "gateway/ring.h"
+#include "gateway/status_page.h"
 #include "http/api/f32_binary.h"
 #include "http/api/kserve.h"
 #include "http/api/seed.h"
 #include "http/api/tei.h"
 #include "http/auth.h"
+#include "http/request_metrics.h"
 #include "http/router.h"
 
 namespace infermesh::gateway {
@@ -1223,6 +1225,8 @@ struct GatewayService::Impl {
   std::thread wait_thread;
   bool wait_stopping = false;
   std::atomic<uint64_t> waited{0}, wait_timeouts{0};
+  std::unique_ptr<http::RequestMetrics> request_metrics =
+      std::make_unique<http::RequestMetrics>(metrics::Registry::Global());
   std::atomic<uint64_t> requests_total{0};    // inference requests that reached admission
   std::atomic<uint64_t> health_rounds{0};     // health-check rounds run
   std::atomic<uint64_t> infer_cache_hits{0};  // /infer rows answered from the local tier
@@ -1529,6 +1533,29 @@ struct GatewayService::Impl {
                                              {"backpressure", w.backpressure}});
     }
     return breakers;
+  }
+
+  // The job service's recent jobs, for the status page: its GET /jobs?limit=20, with the
+  // caller's Authorization passed on (the job service checks its own keys).
+  void HandleUiJobs(http::Request& q, http::Responder r) {
+    if (!Authorized(q, r, http::api::ApiFamily::kTei, false)) return;
+    if (!options.jobs) {
+      return front::Send(r, 404, R"js({"error":"no job service configured (gateway.jobs_url)"})js");
+    }
+    http::ClientRequest req;
+    req.target = "/jobs?limit=20";
+    req.deadline = Clock::now() + options.health.timeout;
+    for (const auto& [name, value] : q.headers) {
+      if (name == "authorization") req.headers.emplace_back(name, value);
+    }
+    auto shared = std::make_shared<http::Responder>(std::move(r));
+    client->Send(*options.jobs, std::move(req), [shared](Result<http::ClientResponse> resp) {
+      if (!resp.ok()) {
+        boost::json::object e{{"error", "the job service: " + resp.status().message()}};
+        return front::Send(*shared, 503, boost::json::serialize(e));
+      }
+      front::Send(*shared, resp->status, std::move(resp->body));
+    });
   }
 
   void HandleStats(http::Request&, http::Responder r) {
@@ -2205,6 +2232,17 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
     front::Send(r, 200, metrics::Registry::Global().RenderText(), {},
                 std::string(metrics::kPrometheusContentType));
   });
+  router->Add("GET", "/ui", [](http::Request&, http::Responder r) {
+    // The page itself holds no data; what it reads is behind the keys (?key=).
+    front::Send(r, 200, std::string(StatusPageHtml()),
+                {{"cache-control", "no-store"},
+                 {"content-security-policy",
+                  "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+                  "connect-src 'self'; img-src 'self'"}},
+                "text/html; charset=utf-8");
+  });
+  router->Add("GET", "/ui/jobs",
+              [&im](http::Request& q, http::Responder r) { im.HandleUiJobs(q, std::move(r)); });
   http::ServerOptions so;
   so.host = im.options.host;
   so.port = im.options.port;
@@ -2212,6 +2250,10 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
   so.max_body_bytes = im.options.max_body_bytes;
   so.limits = im.options.server_limits;
   so.metrics = &metrics::Registry::Global();
+  so.on_complete = [rm = im.request_metrics.get()](const http::Request& q, int status,
+                                                   std::chrono::nanoseconds d) {
+    rm->Observe(q.route, status, d);
+  };
   so.error_body = [](int status, std::string_view message) {
     ApiError e = http::api::ApiErrorFromStatus(
         Status(status == 413 ? StatusCode::kResourceExhausted : StatusCode::kInvalidArgument,
@@ -2295,6 +2337,12 @@ Result<GatewayOptions> GatewayOptionsFromConfig(const Config& c) {
     }
     return v;
   };
+  IM_ASSIGN_OR_RETURN(std::string jobs_url, c.GetString("gateway.jobs_url"));
+  if (!jobs_url.empty()) {
+    auto ep = http::ParseEndpoint(jobs_url);
+    if (!ep.ok()) return ep.status().WithContext("gateway.jobs_url");
+    o.jobs = *ep;
+  }
   IM_ASSIGN_OR_RETURN(int64_t io, ranged("gateway.io_threads", 1, 256));
   o.io_threads = static_cast<int>(io);
   IM_ASSIGN_OR_RETURN(o.max_client_batch_size, ranged("gateway.max_client_batch_size", 1, 8192));

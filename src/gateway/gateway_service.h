@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -87,6 +88,9 @@ struct GatewayOptions {
   std::string admin_key;
   bool protect_metrics = false;
   http::ServerLimits server_limits;
+  // The job service whose recent jobs the status page (/ui) shows, through GET /ui/jobs
+  // (gateway.jobs_url; empty: the page says there is none).
+  std::optional<http::Endpoint> jobs;
 };
 
 // The gateway.* keys (and server.*, cache.max_bytes); docs/configuration.md lists them.

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include <boost/json.hpp>
+#include <charconv>
 
 #include "core/failpoint.h"
 #include "core/log.h"
@@ -398,6 +399,35 @@ struct JobService::Impl {
       auto res = Submit(q.body);
       if (!res.ok()) return ReplyError(r, res.error());
       Reply(r, res->first, JobJson(res->second));
+    });
+    // The most recently updated jobs (newest first), for status pages: ?limit=1..200 (20).
+    router->Add("GET", "/jobs", [this](http::Request& q, http::Responder r) {
+      if (!Authorized(q, r, false)) return;
+      int64_t limit = 20;
+      for (std::string_view rest = q.query; !rest.empty();) {
+        const size_t amp = rest.find('&');
+        const std::string_view kv = rest.substr(0, amp);
+        rest = amp == std::string_view::npos ? std::string_view{} : rest.substr(amp + 1);
+        if (!kv.starts_with("limit=")) continue;
+        const std::string_view v = kv.substr(6);
+        int64_t n = 0;
+        const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+        if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > 200) {
+          return ReplyError(
+              r, JobsApiError(InvalidArgument("limit must be a whole number from 1 to 200, got '" +
+                                              std::string(v) + "'")));
+        }
+        limit = n;
+      }
+      auto jobs = store->Recent(int(limit));
+      if (!jobs.ok()) return ReplyError(r, JobsApiError(jobs.status()));
+      std::string body = "{\"jobs\":[";
+      for (size_t i = 0; i < jobs->size(); ++i) {
+        if (i) body += ',';
+        body += JobJson((*jobs)[i]);
+      }
+      body += "]}";
+      Reply(r, 200, std::move(body));
     });
     router->Add("GET", "/jobs/{id}", [this](http::Request& q, http::Responder r) {
       if (!Authorized(q, r, false)) return;

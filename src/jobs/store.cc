@@ -192,7 +192,8 @@ Result<std::unique_ptr<JobStore>> JobStore::Open(StoreOptions options) {
               " output TEXT NOT NULL DEFAULT '', slurm_ids TEXT NOT NULL DEFAULT '',"
               " created INTEGER NOT NULL, updated INTEGER NOT NULL,"
               " started INTEGER NOT NULL DEFAULT 0, finished INTEGER NOT NULL DEFAULT 0);"
-              "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, created);"));
+              "CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, created);"
+              "CREATE INDEX IF NOT EXISTS jobs_updated ON jobs (updated);"));
   return store;
 }
 
@@ -483,6 +484,22 @@ Result<int64_t> JobStore::CountState(JobState state) {
   s.Bind(1, JobStateName(state));
   if (s.Step() != SQLITE_ROW) return impl_->StepError("counting jobs");
   return s.Int(0);
+}
+
+Result<std::vector<Job>> JobStore::Recent(int limit) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  Stmt s(impl_->db,
+         std::string("SELECT ") + kColumns + " FROM jobs ORDER BY updated DESC, id LIMIT ?1");
+  IM_RETURN_IF_ERROR(s.status());
+  s.Bind(1, int64_t{limit});
+  std::vector<Job> out;
+  for (;;) {
+    const int rc = s.Step();
+    if (rc == SQLITE_DONE) break;
+    if (rc != SQLITE_ROW) return impl_->StepError("listing jobs");
+    out.push_back(ReadJob(s));
+  }
+  return out;
 }
 
 Result<std::map<std::pair<std::string, std::string>, int64_t>> JobStore::Counts() {

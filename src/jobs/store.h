@@ -127,6 +127,8 @@ class JobStore {
                                    int64_t now_ms);
   // Jobs in `state` (indexed: cheap enough for every submission).
   [[nodiscard]] Result<int64_t> CountState(JobState state);
+  // The `limit` most recently updated jobs, newest first (the status page's list).
+  [[nodiscard]] Result<std::vector<Job>> Recent(int limit);
   // Jobs by (class, state).
   [[nodiscard]] Result<std::map<std::pair<std::string, std::string>, int64_t>> Counts();
 

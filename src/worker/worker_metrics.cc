@@ -8,10 +8,7 @@ std::vector<double> LatencyBuckets() { return metrics::ExponentialBuckets(0.0005
 }  // namespace
 
 WorkerMetrics::WorkerMetrics(metrics::Registry& r)
-    : requests(r.Counter("infermesh_http_requests_total", "HTTP requests by route and status",
-                         {"route", "status"})),
-      request_seconds(r.Histogram("infermesh_http_request_duration_seconds",
-                                  "HTTP request duration by route", {"route"}, LatencyBuckets())),
+    : http_requests(r),
       rejected(r.Counter("infermesh_requests_rejected_total",
                          "Requests refused before compute, by reason", {"reason"})),
       queue_seconds(r.Histogram("infermesh_queue_time_seconds",
@@ -39,8 +36,7 @@ WorkerMetrics::WorkerMetrics(metrics::Registry& r)
 
 void WorkerMetrics::ObserveRequest(const std::string& route, int status,
                                    std::chrono::nanoseconds d) {
-  requests.WithLabels({route, std::to_string(status)}).Inc();
-  request_seconds.WithLabels({route}).Observe(std::chrono::duration<double>(d).count());
+  http_requests.Observe(route, status, d);
 }
 
 void WorkerMetrics::ObserveBatch(const std::string& model, const BatchRecord& b) {

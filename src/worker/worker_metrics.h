@@ -15,6 +15,7 @@
 #include "core/lru_cache.h"
 #include "core/metrics.h"
 #include "core/thread_pool.h"
+#include "http/request_metrics.h"
 #include "worker/batcher_common.h"
 
 namespace infermesh::worker {
@@ -41,8 +42,7 @@ class WorkerMetrics {
   // Drops every scrape-time binding (before the objects they read are destroyed).
   void Unbind();
 
-  metrics::CounterFamily& requests;
-  metrics::HistogramFamily& request_seconds;
+  http::RequestMetrics http_requests;  // infermesh_http_requests_total, _duration_seconds
   metrics::CounterFamily& rejected;
   metrics::HistogramFamily& queue_seconds;
   metrics::HistogramFamily& tokenization_seconds;

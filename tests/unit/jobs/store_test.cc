@@ -256,5 +256,29 @@ TEST_F(JobStoreTest, OpenFailsClearly) {
   EXPECT_EQ(JobStore::Open(o).status().code(), StatusCode::kInvalidArgument);
 }
 
+TEST_F(JobStoreTest, RecentListsTheLastUpdatedFirstUpToTheLimit) {
+  auto store = Open();
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(store->Submit("job-" + std::to_string(i), "embed", "{}", kT0 + i).ok());
+  }
+  // job-1 moves on later than every submission: it is the most recently updated.
+  auto claimed = store->Claim("owner", {}, JobState::kRunning, 30000, kT0 + 100);
+  ASSERT_TRUE(claimed.ok() && claimed->has_value());
+  const std::string first = (*claimed)->id;  // the oldest queued: job-0
+  EXPECT_EQ(first, "job-0");
+  ASSERT_TRUE(store->SetProgress(first, "owner", 3, 10, kT0 + 200).ok());
+  auto recent = store->Recent(3);
+  ASSERT_TRUE(recent.ok()) << recent.status().ToString();
+  ASSERT_EQ(recent->size(), 3u);
+  EXPECT_EQ((*recent)[0].id, "job-0");
+  EXPECT_EQ((*recent)[0].items_done, 3);
+  EXPECT_EQ((*recent)[0].items_total, 10);
+  EXPECT_EQ((*recent)[1].id, "job-4");
+  EXPECT_EQ((*recent)[2].id, "job-3");
+  auto all = store->Recent(100);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 5u);
+}
+
 }  // namespace
 }  // namespace infermesh::jobs
