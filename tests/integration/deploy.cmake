@@ -10,3 +10,20 @@ add_test(NAME integration_deploy_slurm
                  $<TARGET_FILE:infermesh> ${PROJECT_SOURCE_DIR}/tools/ref/node_modules)
 set_tests_properties(integration_deploy_slurm PROPERTIES LABELS integration TIMEOUT 600
                      RUN_SERIAL TRUE)
+
+# The Kubernetes chart without a cluster (no Helm here; kubectl's dry run needs an API
+# server): the rendered manifests are the chart's (deploy/k8s/render.py), yamllint, and a
+# schema and consistency check (selectors, ports, probes, the gateway's DNS membership, the
+# HPA's metric, configuration keys).
+add_test(NAME integration_deploy_k8s
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/deploy_k8s_test.py
+                 $<TARGET_FILE:infermesh>)
+set_tests_properties(integration_deploy_k8s PROPERTIES LABELS integration TIMEOUT 120)
+
+# systemd units, the compose file, the Dockerfile and the Kubernetes containers: every
+# command line they run parses (`infermesh --check-args ...`), every INFERMESH_* variable is
+# a declared key, `systemd-analyze verify` and yamllint pass.
+add_test(NAME integration_deploy_files
+         COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/deploy_files_test.py
+                 $<TARGET_FILE:infermesh>)
+set_tests_properties(integration_deploy_files PROPERTIES LABELS integration TIMEOUT 120)
