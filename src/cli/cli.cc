@@ -134,6 +134,7 @@ int Main(int argc, char** argv) {
   AddJobsCommand(app, exit_code);
   AddEmbedShardCommand(app, exit_code);
   AddUpCommand(app, exit_code);
+  AddDiagnoseCommand(app, exit_code);
   // --check-args (first): parse the command line as usual, with its errors, then exit 0
   // without running anything; the deployment tests check every command line in deploy/.
   if (argc > 1 && std::string_view(argv[1]) == "--check-args") {

@@ -53,6 +53,7 @@ void AddBenchCommand(CLI::App& app, int& exit_code);        // bench_command.cc
 void AddJobsCommand(CLI::App& app, int& exit_code);         // jobs_command.cc
 void AddEmbedShardCommand(CLI::App& app, int& exit_code);   // embed_shard_command.cc
 void AddUpCommand(CLI::App& app, int& exit_code);           // up_command.cc
+void AddDiagnoseCommand(CLI::App& app, int& exit_code);     // diagnose_command.cc
 
 // TEI's flag names (text-embeddings-router), shared by `worker` and `up`: --hostname,
 // --max-batch-tokens, --max-client-batch-size, --max-concurrent-requests, --auto-truncate,

@@ -13,6 +13,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <regex>
 #include <set>
@@ -22,6 +23,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/thread_pool.h"
+#include "core/version.h"
 #include "front/text_front.h"
 #include "gateway/coalescer.h"
 #include "gateway/redis_cache.h"
@@ -43,7 +45,7 @@ using Clock = steady_clock;
 
 namespace {
 
-constexpr const char* kVersion = "0.1.0";
+constexpr const char* kVersion = kInfermeshVersion;
 
 // A tensor model a worker serves (its /info): /infer rows are keyed by its name and
 // version, as the worker keys its cache.
@@ -67,6 +69,9 @@ struct WorkerState {
   bool drained = false;                        // by /admin: no new traffic
   enum class Source { kStatic, kDns, kRegistered } source = Source::kStatic;
   Clock::time_point last_heartbeat{};  // kRegistered
+  // Our wall clock at a heartbeat's arrival minus the worker's when it sent it (one-way
+  // network time included), when its heartbeats carry sent_unix_ms.
+  std::optional<int64_t> clock_skew_ms;
   uint64_t sent = 0, ok = 0, failed = 0, backpressure = 0;
 };
 
@@ -1519,18 +1524,24 @@ struct GatewayService::Impl {
       ++*total;
       *up += w.ready && w.info_ok;
       const auto s = w.breaker->snapshot(now);
-      breakers.push_back(boost::json::object{{"node", id},
-                                             {"state", std::string(BreakerStateName(s.state))},
-                                             {"failures", s.failures},
-                                             {"successes", s.successes},
-                                             {"consecutive_failures", s.consecutive_failures},
-                                             {"ready", w.ready && w.info_ok},
-                                             {"drained", w.drained},
-                                             {"ejected", outlier.Ejected(id, now)},
-                                             {"outstanding_tokens", w.outstanding},
-                                             {"max_batch", w.max_batch},
-                                             {"sub_batches_sent", w.sent},
-                                             {"backpressure", w.backpressure}});
+      breakers.push_back(boost::json::object{
+          {"node", id},
+          {"state", std::string(BreakerStateName(s.state))},
+          {"failures", s.failures},
+          {"successes", s.successes},
+          {"consecutive_failures", s.consecutive_failures},
+          {"ready", w.ready && w.info_ok},
+          {"drained", w.drained},
+          {"ejected", outlier.Ejected(id, now)},
+          {"outstanding_tokens", w.outstanding},
+          {"max_batch", w.max_batch},
+          {"sub_batches_sent", w.sent},
+          {"backpressure", w.backpressure},
+          {"source", w.source == WorkerState::Source::kStatic ? "static"
+                     : w.source == WorkerState::Source::kDns  ? "dns"
+                                                              : "registered"},
+          {"clock_skew_ms",
+           w.clock_skew_ms ? boost::json::value(*w.clock_skew_ms) : boost::json::value(nullptr)}});
     }
     return breakers;
   }
@@ -2207,8 +2218,23 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
     if (!ep.ok()) {
       return front::SendTeiError(r, ApiError{400, "Validation", ep.status().message(), "address"});
     }
+    Status added = im.AddWorker(*ep, WorkerState::Source::kRegistered);
+    if (added.ok()) {
+      boost::system::error_code ec;
+      auto v = boost::json::parse(q.body, ec);
+      const auto* sent = !ec && v.is_object() ? v.as_object().if_contains("sent_unix_ms") : nullptr;
+      if (sent && sent->is_int64()) {
+        const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
+        std::lock_guard<std::mutex> lock(im.mu);
+        if (auto it = im.workers.find(ep->ToString()); it != im.workers.end()) {
+          it->second.clock_skew_ms = now_ms - sent->as_int64();
+        }
+      }
+    }
     im.SendStatus(
-        r, im.AddWorker(*ep, WorkerState::Source::kRegistered), 200,
+        r, added, 200,
         {{"registered", ep->ToString()}, {"ttl_ms", im.options.registration_ttl.count()}});
   });
   router->Add("POST", "/admin/deregister", [&im, address_of](http::Request& q, http::Responder r) {

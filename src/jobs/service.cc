@@ -21,6 +21,7 @@
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/thread_pool.h"
+#include "core/version.h"
 #include "http/auth.h"
 #include "http/client.h"
 #include "jobs/embed_runner.h"
@@ -504,6 +505,8 @@ struct JobService::Impl {
       }
       boost::json::object o;
       o["status"] = "ok";
+      o["role"] = "jobs";
+      o["version"] = kInfermeshVersion;
       o["owner"] = owner;
       o["slurm_reachable"] = slurm ? slurm->slurm_reachable() : false;
       Reply(r, 200, boost::json::serialize(o));

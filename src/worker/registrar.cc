@@ -21,7 +21,12 @@ bool GatewayRegistrar::Post(const std::string& path) {
   req.method = "POST";
   req.target = path;
   req.content_type = "application/json";
-  req.body = boost::json::serialize(boost::json::object{{"address", advertise_}});
+  // sent_unix_ms: the gateway measures clock skew against its own clock (`diagnose`).
+  const int64_t sent_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch())
+                              .count();
+  req.body = boost::json::serialize(
+      boost::json::object{{"address", advertise_}, {"sent_unix_ms", sent_ms}});
   req.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(2);
   if (!key_.empty()) req.headers.emplace_back("authorization", "Bearer " + key_);
   auto r = client_->SendSync(gateway_, std::move(req));

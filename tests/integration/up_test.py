@@ -260,6 +260,48 @@ class UpMesh(unittest.TestCase):
         self.assertEqual(up.stop(), 0, up.logs())
 
 
+class Diagnose(unittest.TestCase):
+
+    def diagnose(self, *args):
+        p = subprocess.run([BIN, "diagnose"] + list(args), capture_output=True, text=True,
+                           timeout=120)
+        return p.returncode, p.stdout + p.stderr
+
+    def test_a_healthy_mesh_then_a_dead_worker(self):
+        up = Up(["--models", repo(), "--workers", "2", "--set", "up.restart_backoff_min=60s"])
+        self.assertIsNotNone(up.url, up.logs())
+        rc, out = self.diagnose("--url", up.url, "--jobs", up.jobs_url,
+                                "--json", os.path.join(_tmp, "diag.json"))
+        self.assertEqual(rc, 0, out)
+        self.assertIn("verdict: OK", out)
+        self.assertRegex(out, r"OK +gateway +ready, version \S+, 2 of 2 workers ready")
+        self.assertEqual(len(re.findall(r"^OK +worker 127\.0\.0\.1:\d+ +ready", out, re.M)), 2, out)
+        self.assertRegex(out, r"OK +worker \S+ +clock [+-]\d+ ms behind the gateway's")
+        self.assertRegex(out, r"OK +embedding +a test embedding through the gateway equals")
+        self.assertRegex(out, r"OK +jobs +ready")
+        with open(os.path.join(_tmp, "diag.json")) as f:
+            self.assertTrue(__import__("json").load(f)["ok"])
+        # worker-1 killed (and not restarted for a minute): its line fails, and so does the run.
+        victim = up.roles()["worker-1"]
+        os.kill(victim["pid"], signal.SIGKILL)
+        node = f"127.0.0.1:{victim['port']}"
+        self.assertTrue(wait_for(lambda: any(
+            b["node"] == node and not b["ready"]
+            for b in requests.get(up.url + "/stats", timeout=10).json()["circuit_breakers"]),
+            timeout=30))
+        rc, out = self.diagnose("--url", up.url, "--jobs", up.jobs_url)
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, rf"FAIL +worker {re.escape(node)} +unreachable")
+        self.assertIn("verdict: FAIL", out)
+        self.assertRegex(out, r"OK +embedding", "the other worker still answers equally")
+        self.assertEqual(up.stop(), 0, up.logs())
+
+    def test_nothing_there(self):
+        rc, out = self.diagnose("--url", "http://127.0.0.1:1", "--timeout", "2")
+        self.assertEqual(rc, 1, out)
+        self.assertRegex(out, r"FAIL +gateway +http://127.0.0.1:1 unreachable")
+
+
 class RoleFlags(unittest.TestCase):
 
     def test_set_and_config_after_the_subcommand(self):

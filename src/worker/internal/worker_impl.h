@@ -15,6 +15,7 @@
 #include "core/lru_cache.h"
 #include "core/metrics.h"
 #include "core/thread_pool.h"
+#include "core/version.h"
 #include "front/text_front.h"
 #include "http/api/api_error.h"
 #include "http/api/f32_binary.h"
@@ -42,7 +43,7 @@ using std::chrono::milliseconds;
 using std::chrono::nanoseconds;
 using std::chrono::steady_clock;
 
-inline constexpr const char* kVersion = "0.1.0";
+inline constexpr const char* kVersion = kInfermeshVersion;
 
 // The serving front's types and response helpers (src/front/text_front.h).
 using front::CachedRow;
