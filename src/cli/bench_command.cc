@@ -10,6 +10,11 @@
 //       --connections 32 --duration 10          # closed loop: saturation
 //   infermesh bench --in-process --model build/demo-models/bge-small-demo
 //       --unique-texts 4000 --tokens 16 --batch-size 64 --duration 15
+//   infermesh bench --url http://127.0.0.1:8000 --path /infer --requests 10000 --threads 50
+//       --cache-test --min-success 0.99      # the seed's benchmark.py, closed loop
+#include <unistd.h>
+
+#include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
 #include <cstdio>
@@ -18,6 +23,7 @@
 #include <iostream>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include "cli/bench_load.h"
 #include "cli/bench_texts.h"
@@ -48,7 +54,13 @@ struct BenchCliOptions {
   std::string json_out;
   bool in_process = false;
   int batch_size = 0;
-  int threads = -1;
+  int threads = -1;  // HTTP: concurrent clients (as the seed's benchmark.py); in process: intra-op
+  uint64_t requests = 0;  // closed loop: stop after this many (the seed's --requests)
+  bool cache_test = false;
+  int features = 0;    // /infer tensor rows of this width (default 64 on /infer)
+  int max_tokens = 0;  // > --tokens: text lengths uniform in [--tokens, --max-tokens]
+  double min_success = -1;
+  bool no_progress = false;
 };
 
 double Ms(int64_t ns) { return static_cast<double>(ns) / 1e6; }
@@ -97,6 +109,7 @@ boost::json::object LatencyJson(const LatencyRecorder& r) {
   return {{"count", r.count()},
           {"p50", Ms(r.PercentileNs(0.50))},
           {"p90", Ms(r.PercentileNs(0.90))},
+          {"p95", Ms(r.PercentileNs(0.95))},
           {"p99", Ms(r.PercentileNs(0.99))},
           {"p999", Ms(r.PercentileNs(0.999))},
           {"max", Ms(r.MaxNs())},
@@ -112,7 +125,30 @@ int RunHttp(const BenchCliOptions& o) {
   }
   if (o.path != "/embed") lo.path = o.path;  // an explicit --path wins over the URL's
   int items = o.texts_per_request;
-  if (!o.body_file.empty()) {
+  const bool tensor = o.features > 0 || lo.path == "/infer";
+  if (tensor && o.body_file.empty()) {
+    // /infer rows: {"request_id", "input_data": [features floats]}, seeded; with
+    // --cache-test a set of --hot-texts rows that repeat, else a new row per request.
+    const int features = o.features > 0 ? o.features : 64;
+    const size_t n = o.cache_test ? std::max<size_t>(1, o.hot_texts)
+                                  : std::max<size_t>(1, o.unique_texts > 0 ? o.unique_texts
+                                                        : o.requests > 0   ? o.requests
+                                                                           : 10000);
+    if (features > 65536 || n > 2'000'000) {
+      std::cerr << "error: --features at most 65536 and at most 2,000,000 distinct rows\n";
+      return 2;
+    }
+    std::mt19937_64 rng(o.seed);
+    std::uniform_real_distribution<float> value(-1, 1);
+    for (size_t i = 0; i < n; ++i) {
+      boost::json::array row;
+      row.reserve(size_t(features));
+      for (int f = 0; f < features; ++f) row.push_back(double(value(rng)));
+      lo.bodies.push_back(boost::json::serialize(boost::json::object{
+          {"request_id", "bench-" + std::to_string(i)}, {"input_data", std::move(row)}}));
+    }
+    items = 1;
+  } else if (!o.body_file.empty()) {
     std::ifstream in(o.body_file, std::ios::binary);
     if (!in) {
       std::cerr << "error: cannot read " << o.body_file << "\n";
@@ -122,7 +158,9 @@ int RunHttp(const BenchCliOptions& o) {
     ss << in.rdbuf();
     lo.bodies.push_back(ss.str());
   } else if (!o.model.empty()) {
-    const size_t requests = o.repeat ? 1 : std::max<size_t>(1, o.unique_texts);
+    const size_t requests = o.repeat       ? 1
+                            : o.cache_test ? std::max<size_t>(1, o.hot_texts)
+                                           : std::max<size_t>(1, o.unique_texts);
     if (o.texts_per_request < 1 || o.texts_per_request > 65536) {
       std::cerr << "error: --texts-per-request must be 1..65536\n";
       return 2;
@@ -147,6 +185,25 @@ int RunHttp(const BenchCliOptions& o) {
       std::cerr << "error: " << texts.status().ToString() << "\n";
       return 2;
     }
+    if (o.max_tokens > o.tokens) {
+      // A length distribution: each text cut to a length uniform in [tokens, max_tokens]
+      // words (generated at max_tokens; seeded).
+      BenchCliOptions longest = o;
+      longest.tokens = o.max_tokens;
+      texts = GeneratedTexts(longest, total + hot);
+      if (!texts.ok()) {
+        std::cerr << "error: " << texts.status().ToString() << "\n";
+        return 2;
+      }
+      std::mt19937_64 rng(o.seed ^ 0x5bd1e995ULL);
+      std::uniform_int_distribution<int> len(o.tokens, o.max_tokens);
+      for (auto& t : *texts) {
+        const int keep = len(rng);
+        size_t pos = 0;
+        for (int w = 0; w < keep && pos != std::string::npos; ++w) pos = t.find(' ', pos + 1);
+        if (pos != std::string::npos) t.resize(pos);
+      }
+    }
     if (hot > 0) {
       // --repeat-ratio: each text slot is, with that probability, one of the last `hot`
       // generated texts (seeded, so runs are repeatable); once sent, those are repeats.
@@ -168,13 +225,49 @@ int RunHttp(const BenchCliOptions& o) {
     return 2;
   }
   lo.rate = o.rate;
-  lo.connections = o.connections;
+  lo.connections = o.threads > 0 ? o.threads : o.connections;
   lo.threads = o.client_threads;
   lo.duration_s = o.duration_s;
   lo.warmup_s = o.warmup_s;
   lo.drain_s = o.drain_s;
+  if (o.requests > 0) {
+    if (o.rate > 0) {
+      std::cerr << "error: --requests is for the closed loop (--rate 0)\n";
+      return 2;
+    }
+    lo.max_requests = o.requests;
+    lo.warmup_s = 0;
+    lo.duration_s = 86400;  // a cap: the run ends with its last request
+  }
+  lo.inspect_node_id = tensor || o.cache_test;
+  std::atomic<uint64_t> completed{0};
+  lo.completed = &completed;
+  std::atomic<bool> done{false};
+  std::thread progress;
+  if (!o.no_progress && isatty(STDERR_FILENO)) {
+    // A bar on a terminal: requests answered of --requests, or seconds of --duration.
+    progress = std::thread([&] {
+      const auto t0 = std::chrono::steady_clock::now();
+      while (!done.load()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        const double el =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const uint64_t n = completed.load();
+        const double frac = o.requests > 0 ? double(n) / double(o.requests)
+                                           : std::min(1.0, el / std::max(1e-9, o.duration_s));
+        const int width = 30, fill = int(std::min(1.0, frac) * width);
+        std::fprintf(stderr, "\r[%s%s] %3.0f%%  %llu answered  %.0f req/s ",
+                     std::string(size_t(fill), '#').c_str(),
+                     std::string(size_t(width - fill), '.').c_str(), frac * 100,
+                     static_cast<unsigned long long>(n), el > 0 ? double(n) / el : 0.0);
+      }
+      std::fprintf(stderr, "\r%80s\r", "");
+    });
+  }
 
   LoadResult r = RunLoad(lo);
+  done = true;
+  if (progress.joinable()) progress.join();
   uint64_t errors = r.io_errors + r.unfinished;
   for (const auto& [status, n] : r.non_2xx) errors += n;
   const double rps = r.measured_s > 0 ? static_cast<double>(r.ok) / r.measured_s : 0;
@@ -185,7 +278,7 @@ int RunHttp(const BenchCliOptions& o) {
       "%s %s%s  %s, %d connections, %d client threads, %.1f s measured\n",
       o.rate > 0 ? "open loop" : "closed loop", o.url.c_str(), lo.path.c_str(),
       o.rate > 0 ? (std::to_string(static_cast<int64_t>(o.rate)) + " req/s").c_str() : "saturation",
-      o.connections, lo.threads, r.measured_s);
+      lo.connections, lo.threads, r.measured_s);
   std::snprintf(line, sizeof line,
                 "  throughput %.1f req/s (%.1f items/s)  sent %llu  ok %llu  errors %llu  "
                 "max backlog %llu\n",
@@ -199,6 +292,26 @@ int RunHttp(const BenchCliOptions& o) {
                 Ms(lat.PercentileNs(0.5)), Ms(lat.PercentileNs(0.9)), Ms(lat.PercentileNs(0.99)),
                 Ms(lat.MaxNs()), lat.MeanNs() / 1e6);
   std::cout << line;
+  const uint64_t answered = r.ok + errors;
+  const double success = answered > 0 ? double(r.ok) / double(answered) : 0;
+  std::snprintf(line, sizeof line,
+                "  success rate %.2f%%  requests/s %.1f  mean %.2f  median %.2f  p90 %.2f  "
+                "p95 %.2f  p99 %.2f ms\n",
+                success * 100, rps, lat.MeanNs() / 1e6, Ms(lat.PercentileNs(0.5)),
+                Ms(lat.PercentileNs(0.9)), Ms(lat.PercentileNs(0.95)), Ms(lat.PercentileNs(0.99)));
+  std::cout << line;
+  boost::json::object per_worker;
+  uint64_t node_total = 0;
+  for (const auto& [node, t] : r.per_node) node_total += t.responses;
+  for (const auto& [node, t] : r.per_node) {
+    const double share = node_total ? double(t.responses) / double(node_total) : 0;
+    const double hit = t.responses ? double(t.cached) / double(t.responses) : 0;
+    std::snprintf(line, sizeof line, "  worker %-28s %6.1f%% of requests  cache hit rate %5.1f%%\n",
+                  node.c_str(), share * 100, hit * 100);
+    std::cout << line;
+    per_worker[node] = boost::json::object{
+        {"requests", t.responses}, {"share", share}, {"cached", t.cached}, {"cache_hit_rate", hit}};
+  }
   boost::json::object by_status;
   for (const auto& [status, n] : r.non_2xx) {
     by_status[std::to_string(status)] = n;
@@ -212,7 +325,7 @@ int RunHttp(const BenchCliOptions& o) {
                           {"path", lo.path},
                           {"open_loop", o.rate > 0},
                           {"target_rate", o.rate},
-                          {"connections", o.connections},
+                          {"connections", lo.connections},
                           {"client_threads", lo.threads},
                           {"duration_s", o.duration_s},
                           {"warmup_s", o.warmup_s},
@@ -229,10 +342,21 @@ int RunHttp(const BenchCliOptions& o) {
                           {"unfinished", r.unfinished},
                           {"max_backlog", r.max_backlog},
                           {"latency_ms", LatencyJson(lat)},
+                          {"success_rate", success},
+                          {"requests_target", o.requests},
+                          {"per_worker", std::move(per_worker)},
                           {"all_responses_latency_ms", LatencyJson(r.latencies)}};
   if (!WriteJson(o.json_out, doc)) {
     std::cerr << "error: cannot write " << o.json_out << "\n";
     return 1;
+  }
+  if (o.min_success >= 0) {
+    const double want = o.min_success > 1 ? o.min_success / 100 : o.min_success;
+    if (success < want) {
+      std::cerr << "error: success rate " << success * 100 << "% below --min-success " << want * 100
+                << "%\n";
+      return 1;
+    }
   }
   return r.ok > 0 ? 0 : 1;
 }
@@ -390,8 +514,23 @@ void AddBenchCommand(CLI::App& app, int& exit_code) {
   cmd->add_option("--batch-size", o->batch_size,
                   "In-process batch size (default worker.max_batch_tokens / --tokens)");
   cmd->add_option("--threads", o->threads,
-                  "In-process intra-op threads (default runtime.intra_op_threads)");
-  cmd->callback([o, &exit_code] { exit_code = RunBench(*o); });
+                  "Concurrent clients (HTTP; as the seed's benchmark.py, = --connections), or "
+                  "intra-op threads (--in-process; default runtime.intra_op_threads)");
+  cmd->add_option("--requests", o->requests,
+                  "Closed loop: send this many requests, then stop (instead of --duration)");
+  cmd->add_flag("--cache-test", o->cache_test,
+                "Cycle through --hot-texts (default 100) bodies, so repeats hit the caches; "
+                "reports each worker's cache hit rate");
+  cmd->add_option("--features", o->features, "/infer rows of this width (default 64 on /infer)");
+  cmd->add_option("--max-tokens", o->max_tokens,
+                  "Text lengths uniform in [--tokens, --max-tokens] words");
+  cmd->add_option("--min-success", o->min_success,
+                  "Exit 1 when the success rate is below this (0.99 or 99)");
+  cmd->add_flag("--no-progress", o->no_progress, "No progress bar on a terminal");
+  cmd->callback([o, cmd, &exit_code] {
+    if (o->cache_test && cmd->count("--hot-texts") == 0) o->hot_texts = 100;
+    exit_code = RunBench(*o);
+  });
 }
 
 }  // namespace infermesh::cli

@@ -43,8 +43,10 @@ std::string_view Trim(std::string_view s) {
 class Generator {
  public:
   Generator(const LoadOptions& o, const std::vector<std::string>& requests, tcp::endpoint ep,
-            int connections, double rate, int64_t start_ns, uint64_t stride, uint64_t offset)
+            int connections, double rate, int64_t start_ns, uint64_t stride, uint64_t offset,
+            uint64_t max_requests)
       : o_(o),
+        max_requests_(max_requests),
         requests_(requests),
         endpoint_(ep),
         closed_loop_(rate <= 0),
@@ -84,7 +86,8 @@ class Generator {
       Tick();
     }
     io_.run();
-    result_.measured_s = o_.duration_s - o_.warmup_s;
+    result_.measured_s =
+        max_requests_ > 0 ? double(last_answer_ns_ - start_ns_) / 1e9 : o_.duration_s - o_.warmup_s;
     return std::move(result_);
   }
 
@@ -163,12 +166,13 @@ class Generator {
     if (stopped_) return;
     if (closed_loop_) {
       const int64_t now = NowNs();
-      if (now >= start_ns_ && now < end_ns_) {
+      const bool more = max_requests_ == 0 || next_send_ < max_requests_;
+      if (now >= start_ns_ && now < end_ns_ && more) {
         Send(c, next_send_++, now);
         return;
       }
       idle_.push_back(c);
-      if (now >= end_ns_) MaybeDone();
+      if (now >= end_ns_ || !more) MaybeDone();
       return;
     }
     idle_.push_back(c);
@@ -210,6 +214,16 @@ class Generator {
       if (c->buf.size() < total) c->buf.resize(total);
       return Read(c);
     }
+    if (o_.inspect_node_id && head->status >= 200 && head->status < 300 &&
+        InWindow(c->intended_ns)) {
+      std::string node;
+      bool cached = false;
+      ScanNodeFields(std::string_view(c->buf.data() + head->head_bytes, head->body_bytes), &node,
+                     &cached);
+      NodeTally& t = result_.per_node[node.empty() ? "(none)" : node];
+      ++t.responses;
+      t.cached += cached;
+    }
     std::memmove(c->buf.data(), c->buf.data() + total, c->used - total);
     c->used -= total;
     Complete(c, head->status);
@@ -226,6 +240,8 @@ class Generator {
   void Complete(Conn* c, int status) {
     const int64_t now = NowNs();
     c->busy = false;
+    last_answer_ns_ = now;
+    if (o_.completed) o_.completed->fetch_add(1, std::memory_order_relaxed);
     const bool ok = status >= 200 && status < 300;
     if (ok && now >= measure_ns_ && now <= end_ns_) ++result_.ok;
     if (InWindow(c->intended_ns)) {
@@ -255,7 +271,9 @@ class Generator {
 
   void MaybeDone() {
     if (stopped_) return;
-    const bool generating = closed_loop_ ? NowNs() < end_ns_ : due_ < total_;
+    const bool generating =
+        closed_loop_ ? NowNs() < end_ns_ && (max_requests_ == 0 || next_send_ < max_requests_)
+                     : due_ < total_;
     if (generating || next_send_ < due_) return;
     for (const auto& c : conns_) {
       if (c->busy) return;
@@ -277,6 +295,8 @@ class Generator {
   }
 
   const LoadOptions& o_;
+  uint64_t max_requests_;  // this loop's share of LoadOptions::max_requests (0: none)
+  int64_t last_answer_ns_ = 0;
   const std::vector<std::string>& requests_;
   tcp::endpoint endpoint_;
   bool closed_loop_;
@@ -367,6 +387,25 @@ std::optional<ResponseHead> ParseResponseHead(std::string_view buffer) {
   return head;
 }
 
+void ScanNodeFields(std::string_view body, std::string* node_id, bool* cached) {
+  node_id->clear();
+  *cached = false;
+  auto value_at = [&](std::string_view key) -> size_t {
+    const size_t k = body.find(key);
+    if (k == std::string_view::npos) return std::string_view::npos;
+    size_t i = k + key.size();
+    while (i < body.size() && (body[i] == ' ' || body[i] == ':')) ++i;
+    return i;
+  };
+  if (size_t i = value_at("\"node_id\""); i < body.size() && body[i] == '"') {
+    const size_t end = body.find('"', i + 1);
+    if (end != std::string_view::npos) node_id->assign(body.substr(i + 1, end - i - 1));
+  }
+  if (size_t i = value_at("\"cached\""); i < body.size()) {
+    *cached = body.substr(i, 4) == "true";
+  }
+}
+
 LoadResult RunLoad(const LoadOptions& o) {
   LoadResult merged;
   std::vector<std::string> requests;
@@ -398,10 +437,15 @@ LoadResult RunLoad(const LoadOptions& o) {
   std::vector<std::thread> pool;
   for (int t = 0; t < threads; ++t) {
     const int conns = o.connections / threads + (t < o.connections % threads ? 1 : 0);
-    pool.emplace_back([&, t, conns] {
+    const uint64_t share = o.max_requests == 0
+                               ? 0
+                               : o.max_requests / uint64_t(threads) +
+                                     (uint64_t(t) < o.max_requests % uint64_t(threads) ? 1 : 0);
+    if (o.max_requests > 0 && share == 0) continue;
+    pool.emplace_back([&, t, conns, share] {
       Generator g(o, requests, ep, conns, o.rate / threads,
                   start + static_cast<int64_t>(period_ns * t), static_cast<uint64_t>(threads),
-                  static_cast<uint64_t>(t));
+                  static_cast<uint64_t>(t), share);
       parts[t] = g.Run();
     });
   }
@@ -413,7 +457,11 @@ LoadResult RunLoad(const LoadOptions& o) {
     merged.io_errors += p.io_errors;
     merged.unfinished += p.unfinished;
     merged.max_backlog += p.max_backlog;
-    merged.measured_s = p.measured_s;
+    merged.measured_s = std::max(merged.measured_s, p.measured_s);
+    for (const auto& [node, t] : p.per_node) {
+      merged.per_node[node].responses += t.responses;
+      merged.per_node[node].cached += t.cached;
+    }
     merged.latencies.Merge(p.latencies);
     merged.ok_latencies.Merge(p.ok_latencies);
   }

@@ -10,6 +10,7 @@
 //   LoadResult r = RunLoad(o);
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -36,6 +37,20 @@ struct LoadOptions {
   double warmup_s = 0;
   // After the duration: how long requests already due may take to be answered.
   double drain_s = 10;
+  // Closed loop only: stop after this many requests in all (0: run for duration_s). The
+  // run then ends when the last is answered, duration_s is only a cap, and every request
+  // is measured (no warm-up).
+  uint64_t max_requests = 0;
+  // Read "node_id" and "cached" from each 2xx JSON body (/infer answers), per worker.
+  bool inspect_node_id = false;
+  // When set, incremented once per answered request (any status), for a progress bar.
+  std::atomic<uint64_t>* completed = nullptr;
+};
+
+// What one worker answered, from the bodies' node_id and cached fields.
+struct NodeTally {
+  uint64_t responses = 0;
+  uint64_t cached = 0;
 };
 
 struct LoadResult {
@@ -48,7 +63,12 @@ struct LoadResult {
   double measured_s = 0;            // duration_s - warmup_s
   LatencyRecorder latencies;        // every answered request (any status), measured window
   LatencyRecorder ok_latencies;     // 2xx only
+  std::map<std::string, NodeTally> per_node;  // with inspect_node_id
 };
+
+// "node_id" and "cached" of one JSON body, found by scanning (no full parse on the hot
+// path); node_id empty when absent.
+void ScanNodeFields(std::string_view body, std::string* node_id, bool* cached);
 
 LoadResult RunLoad(const LoadOptions& options);
 

@@ -260,7 +260,7 @@ class UpMesh(unittest.TestCase):
         self.assertEqual(up.stop(), 0, up.logs())
 
 
-class Diagnose(unittest.TestCase):
+class Tools(unittest.TestCase):
 
     def diagnose(self, *args):
         p = subprocess.run([BIN, "diagnose"] + list(args), capture_output=True, text=True,
@@ -294,6 +294,38 @@ class Diagnose(unittest.TestCase):
         self.assertRegex(out, rf"FAIL +worker {re.escape(node)} +unreachable")
         self.assertIn("verdict: FAIL", out)
         self.assertRegex(out, r"OK +embedding", "the other worker still answers equally")
+        self.assertEqual(up.stop(), 0, up.logs())
+
+    def test_the_load_tool_in_the_seeds_closed_loop(self):
+        up = Up(["--models", repo(), "--workers", "2", "--no-jobs"])
+        self.assertIsNotNone(up.url, up.logs())
+        out = os.path.join(_tmp, "seed.json")
+        p = subprocess.run([BIN, "bench", "--url", up.url, "--path", "/infer", "--requests", "2000",
+                            "--threads", "20", "--cache-test", "--min-success", "0.99",
+                            "--json", out], capture_output=True, text=True, timeout=300)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        for word in ("success rate 100.00%", "requests/s", "mean", "median", "p90", "p95", "p99"):
+            self.assertIn(word, p.stdout)
+        with open(out) as f:
+            r = __import__("json").load(f)
+        self.assertEqual(r["sent"], 2000)
+        self.assertEqual(r["ok"], 2000)
+        self.assertEqual(r["connections"], 20)
+        self.assertEqual(r["success_rate"], 1.0)
+        workers = r["per_worker"]
+        # 100 distinct rows: the workers computed each once or so, the rest were cache hits
+        # (the gateway's, which answers node_id "gateway", or a worker's).
+        self.assertEqual(sum(w["requests"] for w in workers.values()), 2000)
+        self.assertTrue({"worker-1", "worker-2"} & set(workers), workers)
+        cached = sum(w["cached"] for w in workers.values())
+        self.assertGreaterEqual(cached, 2000 - 2 * 100, workers)
+        self.assertAlmostEqual(sum(w["share"] for w in workers.values()), 1.0, places=6)
+        # Below --min-success: exit 1 (a route that does not exist answers 404).
+        p = subprocess.run([BIN, "bench", "--url", up.url, "--path", "/nope", "--features", "4",
+                            "--requests", "50", "--threads", "4", "--min-success", "99"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 1, p.stdout + p.stderr)
+        self.assertIn("below --min-success", p.stderr)
         self.assertEqual(up.stop(), 0, up.logs())
 
     def test_nothing_there(self):

@@ -35,43 +35,74 @@ std::string ToUtf8(const NText& t) {
 
 namespace {
 
-// Stable-sorts each run of non-starters by canonical combining class (Unicode's
-// canonical ordering), as NFD/NFKD require. Only the characters move: each position
-// keeps its input range, as in Hugging Face's alignments (a reordered mark reports the
-// range of the mark that stood there; found by the tokenizer parity test on Myanmar
-// text, where U+1037 and U+103A swap).
-void CanonicalOrder(NText& t) {
-  size_t i = 0;
-  while (i < t.size()) {
-    if (CombiningClass(t[i].c) == 0) {
-      ++i;
-      continue;
-    }
-    size_t j = i;
-    while (j < t.size() && CombiningClass(t[j].c) != 0) ++j;
-    if (j - i > 1) {
-      std::vector<char32_t> chars;
-      for (size_t k = i; k < j; ++k) chars.push_back(t[k].c);
-      std::stable_sort(chars.begin(), chars.end(), [](char32_t a, char32_t b) {
-        return CombiningClass(a) < CombiningClass(b);
-      });
-      for (size_t k = i; k < j; ++k) t[k].c = chars[k - i];
-    }
-    i = j;
-  }
-}
+// Hugging Face computes the alignments of NFD/NFKD/NFC/NFKC (and of BertNormalizer's
+// accent stripping, an NFD) without tracking which input char each output char came
+// from: the unicode-normalization-alignments crate tags every output char with a
+// "change" (0: replaces one input char, +1: inserted, -N: replaces one and removes N
+// more), and NormalizedString::transform walks the input left to right, giving a
+// change <= 0 char the range of the next unconsumed input char and a +1 char the range
+// of the last consumed one. Reordering and composition move and merge the tags, so the
+// ranges are positional, not per origin: in "\u0623\u064f" (alef+hamza, damma) NFC
+// reorders the decomposed U+0627 U+0654 U+064F to U+0627 U+064F U+0654 and composes
+// U+0623 back, and the damma reports the range of the second input char because it is
+// the second output char, whatever its origin (found by the tokenizer parity test).
+struct TaggedChar {
+  char32_t c;
+  int change;
+};
+using TaggedText = std::vector<TaggedChar>;
 
-void DecomposeText(NText& t, bool compat) {
-  NText out;
+// Full decomposition, then a stable sort of each run of non-starters by canonical
+// combining class (Unicode's canonical ordering); the tags move with their chars.
+TaggedText DecomposeTagged(const NText& t, bool compat) {
+  TaggedText out;
   out.reserve(t.size());
   std::u32string buf;
   for (const NChar& nc : t) {
     buf.clear();
     Decompose(nc.c, compat, buf);
-    for (char32_t c : buf) out.push_back({c, nc.begin, nc.end});
+    for (size_t k = 0; k < buf.size(); ++k) out.push_back({buf[k], k == 0 ? 0 : 1});
   }
-  CanonicalOrder(out);
-  t.swap(out);
+  size_t i = 0;
+  while (i < out.size()) {
+    if (CombiningClass(out[i].c) == 0) {
+      ++i;
+      continue;
+    }
+    size_t j = i;
+    while (j < out.size() && CombiningClass(out[j].c) != 0) ++j;
+    std::stable_sort(out.begin() + static_cast<ptrdiff_t>(i),
+                     out.begin() + static_cast<ptrdiff_t>(j),
+                     [](const TaggedChar& a, const TaggedChar& b) {
+                       return CombiningClass(a.c) < CombiningClass(b.c);
+                     });
+    i = j;
+  }
+  return out;
+}
+
+// NormalizedString::transform over the tagged output of normalizing `in`.
+NText ApplyTags(const NText& in, const TaggedText& tagged) {
+  NText out;
+  out.reserve(tagged.size());
+  size_t next = 0;  // input chars consumed so far
+  for (const TaggedChar& tc : tagged) {
+    if (tc.change > 0) {
+      // HF gives an insertion before any consumed char the empty range at the start.
+      NChar at = next > 0 ? in[next - 1] : NChar{0, in[0].begin, in[0].begin};
+      out.push_back({tc.c, at.begin, at.end});
+      continue;
+    }
+    const NChar& at = in[std::min(next, in.size() - 1)];
+    out.push_back({tc.c, at.begin, at.end});
+    next += 1 + static_cast<size_t>(-tc.change);
+  }
+  return out;
+}
+
+void DecomposeText(NText& t, bool compat) {
+  if (t.empty()) return;
+  t = ApplyTags(t, DecomposeTagged(t, compat));
 }
 
 // Returns the primary composite of (a, b), or 0 when they do not compose.
@@ -83,23 +114,25 @@ char32_t ComposePair(char32_t a, char32_t b) {
   return n == 1 ? static_cast<char32_t>(buf[0]) : 0;
 }
 
-// NFC/NFKC: decompose, order, then compose canonically. A composite keeps the input
-// range of its starter and the absorbed mark disappears, as in HF's alignments.
+// NFC/NFKC: decompose, order, then compose canonically. A composite takes the tag
+// starter + mark - 1 (the crate's Recompositions), so it consumes both input positions.
 void ComposeText(NText& t, bool compat) {
-  DecomposeText(t, compat);
-  NText out;
-  out.reserve(t.size());
+  if (t.empty()) return;
+  TaggedText d = DecomposeTagged(t, compat);
+  TaggedText out;
+  out.reserve(d.size());
   size_t starter = SIZE_MAX;
   int last_ccc = -1;  // ccc of the last char kept after the starter; -1: none
-  for (const NChar& nc : t) {
-    int ccc = CombiningClass(nc.c);
+  for (const TaggedChar& tc : d) {
+    int ccc = CombiningClass(tc.c);
     if (starter != SIZE_MAX && (last_ccc == -1 || (last_ccc != 0 && last_ccc < ccc))) {
-      if (char32_t p = ComposePair(out[starter].c, nc.c)) {
+      if (char32_t p = ComposePair(out[starter].c, tc.c)) {
         out[starter].c = p;
+        out[starter].change += tc.change - 1;
         continue;
       }
     }
-    out.push_back(nc);
+    out.push_back(tc);
     if (ccc == 0) {
       starter = out.size() - 1;
       last_ccc = -1;
@@ -107,7 +140,7 @@ void ComposeText(NText& t, bool compat) {
       last_ccc = ccc;
     }
   }
-  t.swap(out);
+  t = ApplyTags(t, out);
 }
 
 class BertNormalizer final : public Normalizer {
