@@ -250,6 +250,9 @@ struct GatewayService::Impl {
   std::condition_variable health_cv;
   bool stopping = false;
   std::vector<metrics::CallbackBinding> bindings;
+  // Per-worker series (breaker, readiness, ejection, load), bound while the worker is a
+  // member; under members_mu. Declared after `mu` and `workers`, which they read.
+  std::map<std::string, std::vector<metrics::CallbackBinding>> worker_bindings;
 
   Impl(GatewayOptions o)
       : options(std::move(o)), outlier(options.outlier), limiter(options.limiter) {}
@@ -1408,13 +1411,70 @@ struct GatewayService::Impl {
   bool ChangeMembers(const std::function<bool()>& change) {
     std::lock_guard<std::mutex> serial(members_mu);
     std::vector<http::Endpoint> eps;
+    std::vector<std::string> ids;
     {
       std::lock_guard<std::mutex> lock(mu);
       if (!change()) return false;
       eps = RebuildRingLocked();
+      for (const auto& [id, w] : workers) ids.push_back(id);
     }
     membership->SetWorkers(eps);
+    SyncWorkerMetrics(ids);
     return true;
+  }
+
+  // Binds the per-worker series of members that have none, and drops those of workers
+  // that left. Under members_mu, never under mu (the callbacks take mu under the
+  // registry's family lock).
+  void SyncWorkerMetrics(const std::vector<std::string>& ids) {
+    auto& reg = metrics::Registry::Global();
+    auto& open =
+        reg.CallbackGauge("infermesh_gateway_breaker_open",
+                          "1 while the worker's circuit breaker is open or half-open", {"worker"});
+    auto& state = reg.CallbackGauge("infermesh_gateway_breaker_state",
+                                    "The worker's circuit breaker: 0 closed, 1 open, 2 half-open",
+                                    {"worker"});
+    auto& ready_g = reg.CallbackGauge("infermesh_gateway_worker_ready",
+                                      "1 while the gateway routes to the worker", {"worker"});
+    auto& ejected = reg.CallbackGauge("infermesh_gateway_worker_ejected",
+                                      "1 while outlier detection ejects the worker", {"worker"});
+    auto& load = reg.CallbackGauge("infermesh_gateway_worker_outstanding_tokens",
+                                   "Estimated tokens in flight at the worker", {"worker"});
+    std::set<std::string> want(ids.begin(), ids.end());
+    for (auto it = worker_bindings.begin(); it != worker_bindings.end();) {
+      it = want.count(it->first) ? std::next(it) : worker_bindings.erase(it);
+    }
+    for (const auto& id : ids) {
+      if (worker_bindings.count(id)) continue;
+      auto read = [this, id](auto pick) {
+        return [this, id, pick]() -> double {
+          const auto now = Clock::now();
+          std::lock_guard<std::mutex> lock(mu);
+          auto it = workers.find(id);
+          return it == workers.end() ? 0.0 : pick(it->second, now);
+        };
+      };
+      std::vector<metrics::CallbackBinding> b;
+      b.push_back(open.Bind({id}, read([](const WorkerState& w, Clock::time_point now) {
+                              return w.breaker->snapshot(now).state == BreakerState::kClosed ? 0.0
+                                                                                             : 1.0;
+                            })));
+      b.push_back(state.Bind({id}, read([](const WorkerState& w, Clock::time_point now) {
+                               const auto st = w.breaker->snapshot(now).state;
+                               return st == BreakerState::kClosed ? 0.0
+                                      : st == BreakerState::kOpen ? 1.0
+                                                                  : 2.0;
+                             })));
+      b.push_back(ready_g.Bind({id}, read([](const WorkerState& w, Clock::time_point) {
+                                 return w.ready && w.info_ok ? 1.0 : 0.0;
+                               })));
+      b.push_back(ejected.Bind({id}, read([this](const WorkerState& w, Clock::time_point now) {
+                                 return outlier.Ejected(w.id, now) ? 1.0 : 0.0;
+                               })));
+      b.push_back(load.Bind(
+          {id}, read([](const WorkerState& w, Clock::time_point) { return w.outstanding; })));
+      worker_bindings.emplace(id, std::move(b));
+    }
   }
 
   Status AddWorker(const http::Endpoint& ep,
@@ -2094,6 +2154,10 @@ Result<std::unique_ptr<GatewayService>> GatewayService::Start(GatewayOptions opt
     ids.push_back(id);
   }
   im.ring.SetMembers(ids);
+  {
+    std::lock_guard<std::mutex> serial(im.members_mu);
+    im.SyncWorkerMetrics(ids);
+  }
   if (im.options.cache_bytes > 0) {
     LruCacheOptions lo;
     lo.capacity_bytes = static_cast<size_t>(im.options.cache_bytes);
@@ -2338,6 +2402,10 @@ void GatewayService::Shutdown() {
   if (im.hedge_thread.joinable()) im.hedge_thread.join();
   if (im.server) im.server->Shutdown(std::chrono::seconds(10));
   im.bindings.clear();
+  {
+    std::lock_guard<std::mutex> serial(im.members_mu);
+    im.worker_bindings.clear();
+  }
   if (im.redis_pool) im.redis_pool->Shutdown();  // finishes queued lookups
   if (im.client) im.client->Shutdown();
   if (im.health_client) im.health_client->Shutdown();

@@ -27,3 +27,12 @@ add_test(NAME integration_deploy_files
          COMMAND /usr/bin/python3 ${CMAKE_CURRENT_LIST_DIR}/deploy_files_test.py
                  $<TARGET_FILE:infermesh>)
 set_tests_properties(integration_deploy_files PROPERTIES LABELS integration TIMEOUT 120)
+
+# The Prometheus alerting rules (deploy/prometheus/alerts.yaml): promtool's syntax check and
+# its unit tests (alerts_test.yaml: each alert fires on the series that should fire it).
+add_test(NAME integration_deploy_alerts
+         COMMAND promtool test rules ${PROJECT_SOURCE_DIR}/deploy/prometheus/alerts_test.yaml)
+set_tests_properties(integration_deploy_alerts PROPERTIES LABELS integration TIMEOUT 60)
+add_test(NAME integration_deploy_alerts_check
+         COMMAND promtool check rules ${PROJECT_SOURCE_DIR}/deploy/prometheus/alerts.yaml)
+set_tests_properties(integration_deploy_alerts_check PROPERTIES LABELS integration TIMEOUT 60)

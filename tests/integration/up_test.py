@@ -289,11 +289,21 @@ class Tools(unittest.TestCase):
             b["node"] == node and not b["ready"]
             for b in requests.get(up.url + "/stats", timeout=10).json()["circuit_breakers"]),
             timeout=30))
+        def series(name):
+            text = requests.get(up.url + "/metrics", timeout=10).text
+            m = re.search(rf'^{name}{{worker="{re.escape(node)}"}} (\S+)$', text, re.M)
+            return float(m.group(1)) if m else None
+        self.assertEqual(series("infermesh_gateway_worker_ready"), 0)
         rc, out = self.diagnose("--url", up.url, "--jobs", up.jobs_url)
         self.assertEqual(rc, 1, out)
         self.assertRegex(out, rf"FAIL +worker {re.escape(node)} +unreachable")
         self.assertIn("verdict: FAIL", out)
         self.assertRegex(out, r"OK +embedding", "the other worker still answers equally")
+        # Its heartbeats stopped: after gateway.registration_ttl (10 s) it leaves the
+        # gateway, and its series with it.
+        self.assertTrue(wait_for(lambda: series("infermesh_gateway_worker_ready") is None,
+                                 timeout=40), "the dead worker's series stayed")
+        self.assertIsNone(series("infermesh_gateway_breaker_open"))
         self.assertEqual(up.stop(), 0, up.logs())
 
     def test_the_load_tool_in_the_seeds_closed_loop(self):

@@ -489,5 +489,51 @@ TEST(TokenizerRegexReplace, AgreesWithBacktrackingStdRegex) {
   }
 }
 
+// "begin,end" of every normalized char, space-separated (the parity dump's format).
+std::string Ranges(const tok::NText& t) {
+  std::string out;
+  for (const tok::NChar& c : t) {
+    if (!out.empty()) out += ' ';
+    out += std::to_string(c.begin) + "," + std::to_string(c.end);
+  }
+  return out;
+}
+
+// HF aligns NFD/NFC output by position, not by origin: each output char with change <= 0
+// takes the range of the next unconsumed input char, whatever char it came from (see
+// normalizer.cc). The expected ranges are what HF tokenizers 0.6.0 (Node binding, the
+// parity reference) reports; the texts are Python's unicodedata.normalize.
+TEST(TokenizerUnicodeNormalizer, ReorderAndComposeAlignLikeHuggingFace) {
+  struct Case {
+    const char* type;
+    const char* in;
+    const char* want_text;
+    const char* want_ranges;
+  };
+  const Case cases[] = {
+      // Parity corpus line 5455: U+0623 -> U+0627 U+0654, the damma (ccc 31) moves
+      // before the hamza (ccc 230), U+0623 recomposes; the damma keeps its own range.
+      {"NFKC", "\u0623\u064f\u0644\u0628\u0650_\u062b", "\u0623\u064f\u0644\u0628\u0650_\u062b",
+       "0,2 2,4 4,6 6,8 8,10 10,11 11,13"},
+      {"NFD", "\u0623\u064f\u0644\u0628\u0650_\u062b",
+       "\u0627\u064f\u0654\u0644\u0628\u0650_\u062b", "0,2 2,4 2,4 4,6 6,8 8,10 10,11 11,13"},
+      // Composing across the damma consumes two input positions, so the damma reports
+      // the hamza's range.
+      {"NFC", "\u0627\u064f\u0654", "\u0623\u064f", "0,2 4,6"},
+      {"NFC", "a\u05b0\u0301\u05b1", "\u00e1\u05b0\u05b1", "0,1 3,5 5,7"},
+      // U+01C4 (DZ with caron) -> D Z U+030C; Z composes with the dot below.
+      {"NFKC", "\u01c4\u0323", "D\u1e92\u030c", "0,2 2,4 2,4"},
+      {"NFD", "\u00ea\u0323", "e\u0323\u0302", "0,2 2,4 2,4"},
+      {"NFKC", "a\u0301\u0323", "\u1ea1\u0301", "0,1 3,5"},
+  };
+  for (const Case& c : cases) {
+    auto n = tok::NormalizerFromJson(boost::json::value(boost::json::object{{"type", c.type}}));
+    ASSERT_TRUE(n.ok()) << n.status().ToString();
+    tok::NText t = RunNormalizer(**n, c.in);
+    EXPECT_EQ(tok::ToUtf8(t), c.want_text) << c.type << " " << c.in;
+    EXPECT_EQ(Ranges(t), c.want_ranges) << c.type << " " << c.in;
+  }
+}
+
 }  // namespace
 }  // namespace infermesh::runtime
