@@ -321,19 +321,25 @@ void ProcessSupervisor::Reap() {
 void ProcessSupervisor::Monitor() {
   std::unique_lock<std::mutex> lock(mu_);
   while (!stopping_) {
-    while (!to_spawn_.empty()) {
-      const int i = to_spawn_.front();
-      to_spawn_.pop_front();
-      Spawn(*children_[size_t(i)]);
-    }
-    Reap();
-    const auto now = Clock::now();
-    for (auto& c : children_) {
-      if (c->restart_pending && c->restart_at <= now) {
-        c->restart_pending = false;
-        ++c->restarts;
-        Spawn(*c);
+    // Catch at the thread boundary: if this thread ended, every child would get SIGTERM
+    // (PR_SET_PDEATHSIG) and nothing would restart them.
+    try {
+      while (!to_spawn_.empty()) {
+        const int i = to_spawn_.front();
+        to_spawn_.pop_front();
+        Spawn(*children_[size_t(i)]);
       }
+      Reap();
+      const auto now = Clock::now();
+      for (auto& c : children_) {
+        if (c->restart_pending && c->restart_at <= now) {
+          c->restart_pending = false;
+          ++c->restarts;
+          Spawn(*c);
+        }
+      }
+    } catch (const std::exception& e) {
+      log::Error("supervisor: monitor step failed; retrying", {{"error", e.what()}});
     }
     cv_.wait_for(lock, std::chrono::milliseconds(50),
                  [&] { return stopping_ || !to_spawn_.empty(); });

@@ -18,9 +18,11 @@ import re
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -258,6 +260,63 @@ class UpMesh(unittest.TestCase):
         self.assertEqual(len(r.json()), 7)
         self.assertEqual(sorted(up.roles()), ["gateway", "worker-1"])
         self.assertEqual(up.stop(), 0, up.logs())
+
+
+class UpOptions(unittest.TestCase):
+
+    def test_redis_flag_reaches_the_gateway(self):
+        redis_server = shutil.which("redis-server")
+        self.assertIsNotNone(redis_server, "redis-server is missing (install-deps installs it)")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        redis = subprocess.Popen([redis_server, "--port", str(port), "--bind", "127.0.0.1",
+                                  "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            up = Up(["--models", repo(), "--workers", "1", "--no-jobs",
+                     "--redis", f"redis://127.0.0.1:{port}"])
+            self.assertIsNotNone(up.url, up.logs())
+            for i in range(5):
+                r = embed(up.url, [f"stored in redis {i}"])
+                self.assertEqual(r.status_code, 200, r.text)
+
+            def stored():
+                st = requests.get(up.url + "/stats", timeout=10).json()
+                return st.get("redis", {}).get("stored", 0) >= 5
+            self.assertTrue(wait_for(stored, timeout=30), requests.get(up.url + "/stats").text)
+            keys = subprocess.run(["redis-cli", "-p", str(port), "DBSIZE"], capture_output=True,
+                                  text=True, timeout=10).stdout.strip()
+            self.assertGreaterEqual(int(keys), 5)
+            self.assertEqual(up.stop(), 0, up.logs())
+        finally:
+            redis.kill()
+            redis.wait()
+
+    def test_ctrl_c_lets_in_flight_requests_finish(self):
+        # Each batch takes 1.5 s (a test-only delay in the worker's backend), so the request
+        # below is in flight at the worker when up gets SIGINT.
+        up = Up(["--models", repo(), "--workers", "1", "--no-jobs",
+                 "--set", "worker.test_backend_delay=1500ms"])
+        self.assertIsNotNone(up.url, up.logs())
+        result = {}
+
+        def call():
+            try:
+                result["r"] = embed(up.url, ["in flight at the stop"])
+            except requests.RequestException as e:
+                result["e"] = e
+        t = threading.Thread(target=call)
+        t.start()
+        time.sleep(0.5)
+        pids = [r["pid"] for r in up.roles().values()]
+        up.proc.send_signal(signal.SIGINT)
+        t.join(60)
+        self.assertNotIn("e", result, result.get("e"))
+        self.assertEqual(result["r"].status_code, 200, result["r"].text)
+        self.assertEqual(len(result["r"].json()), 1)
+        self.assertEqual(up.stop(), 0, up.logs())
+        self.assertTrue(wait_for(lambda: not any(alive(p) for p in pids), timeout=30))
 
 
 class Tools(unittest.TestCase):
