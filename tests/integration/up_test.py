@@ -248,6 +248,7 @@ class UpMesh(unittest.TestCase):
         r = requests.get(up.url + "/ui/jobs", timeout=10)
         self.assertEqual(r.status_code, 404, r.text)
         self.assertIn("gateway.jobs_url", r.json()["error"])
+        self.assertEqual(r.json()["error_type"], "NotFound")
         info = requests.get(up.url + "/info", timeout=10).json()
         self.assertEqual([m["name"] for m in info["models"]], ["bge-small-demo"])
         self.assertEqual(info["max_client_batch_size"], 3)
