@@ -132,8 +132,12 @@ class Chart(unittest.TestCase):
         metric = hpa["metrics"][0]["object"]
         self.assertIn(metric["describedObject"]["name"], by_kind["Service"])
         # The metric is one the gateway exports (its name appears in its source).
-        with open(os.path.join(ROOT, "src", "gateway", "gateway_service.cc")) as f:
-            self.assertIn(f'"{metric["metric"]["name"]}"', f.read())
+        sources = ""
+        for name in sorted(os.listdir(os.path.join(ROOT, "src", "gateway"))):
+            if name.endswith(".cc"):
+                with open(os.path.join(ROOT, "src", "gateway", name)) as f:
+                    sources += f.read()
+        self.assertIn(f'"{metric["metric"]["name"]}"', sources)
         self.assertNotIn("infermesh-redis", by_kind["Deployment"])
 
     def test_with_redis_the_gateway_uses_the_redis_service(self):
