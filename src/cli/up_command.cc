@@ -42,6 +42,7 @@
 #include "core/metrics.h"
 #include "http/client.h"
 #include "http/server.h"
+#include "jobs/slurm.h"
 
 namespace infermesh::cli {
 namespace {
@@ -103,18 +104,6 @@ Result<bool> WaitOrStop(F ready, std::chrono::milliseconds timeout, const std::s
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
-}
-
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
 }
 
 struct MeshModels {
@@ -554,7 +543,7 @@ int RunUp(const UpCliOptions& cli) {
         {"class", "embed"},
         {"payload", boost::json::object{{"input", corpus.string()}, {"output", out}}}});
     os << "curl -s " << jobs_url << "/queue/submit -H 'Content-Type: application/json' -d "
-       << ShellQuote(body) << "\n";
+       << jobs::ShellQuote(body) << "\n";
     os << "curl -s " << jobs_url << "/jobs/demo-embed-1\n";
     os << self << " jobs watch demo-embed-1 --url " << jobs_url << "\n";
   }

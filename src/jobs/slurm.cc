@@ -82,6 +82,8 @@ bool ValidName(std::string_view p) {
   return true;
 }
 
+}  // namespace
+
 std::string ShellQuote(const std::string& s) {
   std::string out = "'";
   for (char c : s) {
@@ -93,8 +95,6 @@ std::string ShellQuote(const std::string& s) {
   }
   return out + "'";
 }
-
-}  // namespace
 
 std::optional<std::vector<int64_t>> ArrayTasks(std::string_view array) {
   if (array.empty()) return std::vector<int64_t>{0};

@@ -58,6 +58,8 @@ http::api::ApiResult<SlurmScriptSpec> ParseSlurmScriptPayload(
 std::optional<std::vector<int64_t>> ArrayTasks(std::string_view array);
 
 // Slurm's name for a job of ours.
+// `s` in single quotes for a POSIX shell ('it'\''s'), whatever it holds.
+std::string ShellQuote(const std::string& s);
 std::string SlurmJobName(std::string_view job_id);
 
 // The generated batch script: #SBATCH lines, then the user's script (already written to

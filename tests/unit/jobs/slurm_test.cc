@@ -173,5 +173,11 @@ TEST(Command, RunsCapturesAndTimesOut) {
   EXPECT_EQ(slow.status().code(), StatusCode::kDeadlineExceeded);
 }
 
+TEST(ShellQuote, QuotesAnythingForAShell) {
+  EXPECT_EQ(ShellQuote("plain"), "'plain'");
+  EXPECT_EQ(ShellQuote(""), "''");
+  EXPECT_EQ(ShellQuote("it's $HOME"), "'it'\\''s $HOME'");
+}
+
 }  // namespace
 }  // namespace infermesh::jobs
